@@ -1,0 +1,121 @@
+"""Login with the site password through PAM (pam_krb5), keeping the Kerberos ticket cache.
+
+Why not JupyterHub's PAMAuthenticator: it uses ``pamela`` and calls setcred in a way that does not
+hand back the ticket cache pam_krb5 creates. We use python-pam with ``call_end=False`` and then
+``pam_setcred(PAM_ESTABLISH_CRED)`` ourselves: with ``ccache=FILE:<dir>/krb5cc_%u_XXXXXX
+retain_after_close`` on the pam_krb5 line this gives a unique file per login, owned by the user,
+mode 0600, whose name PAM puts in ``KRB5CCNAME``. (``resetcreds=True`` would write to
+``/tmp/krb5cc_0``, a path every login shares.) The path goes to the encrypted auth_state and to the
+credential bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import time
+
+from jupyterhub.auth import Authenticator
+from traitlets import Float, Unicode, default
+
+PAM_ESTABLISH_CRED = 2
+
+
+def pam_login(service: str, username: str, password: str) -> tuple[bool, str | None, str]:
+    """Authenticate, account-check and establish credentials. Returns (ok, ccache_path, reason)."""
+    import pam  # python-pam
+
+    p = pam.pam()
+    ccache = None
+    try:
+        ok = p.authenticate(username, password, service=service, call_end=False, resetcreds=False)
+        reason = p.reason or ""
+        if ok:
+            rc = p.pam_setcred(p.handle, PAM_ESTABLISH_CRED)
+            if rc != 0:
+                return False, None, f"pam_setcred failed ({rc})"
+            value = p.getenv("KRB5CCNAME")
+            if isinstance(value, str) and value:
+                ccache = value
+        return bool(ok), ccache, reason
+    finally:
+        try:
+            p.end()
+        except Exception:
+            pass
+
+
+def ccache_file(ccache: str | None) -> str | None:
+    """The file path of a FILE: ccache name (None for other types)."""
+    if not ccache:
+        return None
+    if ccache.startswith("FILE:"):
+        return ccache[5:]
+    if ":" in ccache.split("/")[0]:
+        return None  # KEYRING:, KCM:, MEMORY: cannot be handed over
+    return ccache
+
+
+class KerberosPAMAuthenticator(Authenticator):
+    """PAM login that keeps the user's Kerberos ticket cache (see module doc)."""
+
+    service = Unicode("jupyterhub", help="PAM service name (/etc/pam.d/<service>).").tag(config=True)
+    failure_floor_seconds = Float(
+        1.0,
+        help="Every failed login takes at least this long, so unknown users and wrong passwords "
+        "are indistinguishable by timing.",
+    ).tag(config=True)
+
+    @default("enable_auth_state")
+    def _default_enable_auth_state(self):
+        return True
+
+    async def authenticate(self, handler, data):
+        username = (data or {}).get("username", "")
+        password = (data or {}).get("password", "")
+        start = time.monotonic()
+        ok, ccache, reason = False, None, "invalid input"
+        if (
+            isinstance(username, str)
+            and isinstance(password, str)
+            and username
+            and password
+            and self.validate_username(username)
+            and len(username) <= 64
+            and len(password) <= 1024
+        ):
+            username = self.normalize_username(username)
+            ok, ccache, reason = await asyncio.to_thread(pam_login, self.service, username, password)
+        if not ok:
+            self.log.warning("Login failed for %r: %s", username[:64] if isinstance(username, str) else "?", reason)
+            left = self.failure_floor_seconds - (time.monotonic() - start)
+            if left > 0:
+                await asyncio.sleep(left)
+            return None
+        path = ccache_file(ccache)
+        if path is None:
+            self.log.warning("Login of %s produced no FILE ticket cache (KRB5CCNAME=%r)", username, ccache)
+        principal = None
+        try:
+            from ..ccache import principal_of_file  # type: ignore[attr-defined]
+
+            principal = principal_of_file(path) if path else None
+        except Exception:
+            principal = None
+        return {
+            "name": username,
+            "auth_state": {"ccache": path, "principal": principal, "login_time": time.time()},
+        }
+
+    async def pre_spawn_start(self, user, spawner):
+        """Give the spawner the login's ticket cache."""
+        auth_state = await user.get_auth_state()
+        spawner.ccache = (auth_state or {}).get("ccache")
+
+    def check_user_exists(self, username: str) -> bool:
+        try:
+            pwd.getpwnam(username)
+            return True
+        except KeyError:
+            return False

@@ -1,0 +1,49 @@
+"""Base JupyterHub configuration of the appliance (shipped in the image).
+
+Site settings go in the mounted /etc/appliance/appliance_config.py (traitlets config, loaded last so
+it can override anything here). See docs/admin.md.
+"""
+
+import os
+import socket
+
+from appliance.hub.handlers import default_handlers
+
+c = get_config()  # noqa: F821  (provided by JupyterHub)
+
+STATE = os.environ.get("APPLIANCE_STATE_DIR", "/srv/appliance")
+
+# --- hub ---------------------------------------------------------------------------------
+c.JupyterHub.authenticator_class = "appliance.hub.authenticator.KerberosPAMAuthenticator"
+c.JupyterHub.spawner_class = "appliance.hub.spawner.BatchSpawner"
+c.JupyterHub.db_url = os.environ.get("APPLIANCE_DB_URL", f"sqlite:///{STATE}/jupyterhub.sqlite")
+c.JupyterHub.cookie_secret_file = f"{STATE}/secrets/cookie_secret"
+c.JupyterHub.pid_file = "/run/appliance/jupyterhub.pid"
+# Nodes reach the hub API over the cluster network; the browser reaches the hub only via nginx+CHP.
+c.JupyterHub.hub_bind_url = os.environ.get("APPLIANCE_HUB_BIND_URL", "http://0.0.0.0:8081")
+c.JupyterHub.hub_connect_url = os.environ.get(
+    "APPLIANCE_HUB_CONNECT_URL", f"http://{socket.getfqdn()}:8081"
+)
+# A hub restart must not kill users' notebooks; CHP is supervised separately.
+c.JupyterHub.cleanup_servers = False
+c.JupyterHub.cleanup_proxy = False
+c.ConfigurableHTTPProxy.should_start = False
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
+c.JupyterHub.last_activity_interval = 60
+c.JupyterHub.extra_handlers = list(default_handlers)
+c.JupyterHub.allow_named_servers = False
+c.JupyterHub.template_vars = {"appliance": True}
+
+# --- login ---------------------------------------------------------------------------------
+c.Authenticator.enable_auth_state = True
+c.Authenticator.allow_all = True  # every site account that PAM accepts may log in
+c.Authenticator.admin_users = set(filter(None, os.environ.get("APPLIANCE_ADMIN_USERS", "").split(",")))
+
+# --- spawner -------------------------------------------------------------------------------
+c.BatchSpawner.default_backend = "htcondor"
+c.Spawner.cmd = ["jupyterhub-singleuser"]
+
+# --- site overrides ------------------------------------------------------------------------
+_site = os.environ.get("APPLIANCE_CONFIG", "/etc/appliance/appliance_config.py")
+if os.path.exists(_site):
+    load_subconfig(_site)  # noqa: F821

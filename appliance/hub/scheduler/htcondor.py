@@ -1,0 +1,240 @@
+"""HTCondor backend, through the htcondor Python bindings (``htcondor2``).
+
+* Submission happens in the submit helper, as the user, authenticated with the user's Kerberos
+  ticket (``SEC_CLIENT_AUTHENTICATION_METHODS=KERBEROS`` is forced there, so the helper can never
+  use the hub's token). The description is a dict of validated values handed to ``htcondor2.Submit``;
+  no user text is pasted into it (env goes to the private env file, never the job ad).
+* Status and removal run in the hub as its service identity (an IDTOKEN listed in the schedd's
+  ``QUEUE_SUPER_USERS``): one ``Schedd.query`` for all of this hub's notebook jobs per interval.
+* Jobs carry ``IsNotebookJob = true`` (the fast-lane negotiator and notebook slots key on it),
+  the notebook accounting group, and ``JupyterHubId`` so one schedd can serve several hubs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+from typing import Any, Optional
+
+from traitlets import Bool, Dict, Unicode, default
+
+from .base import DONE, HELD, PENDING, RUNNING, UNKNOWN, JobStatus, Scheduler, SubmitRequest
+
+SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]*$")
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+# HTCondor JobStatus codes
+_STATUS = {1: PENDING, 2: RUNNING, 3: DONE, 4: DONE, 5: HELD, 6: RUNNING, 7: PENDING}
+PROJECTION = [
+    "ClusterId", "ProcId", "JobStatus", "RemoteHost", "HoldReason", "LastRejMatchReason",
+    "Owner", "JupyterHubUser", "NumShadowStarts", "LastHoldReason", "RemoveReason",
+]
+
+
+def _quote_classad_string(value: str) -> str:
+    if not SAFE_NAME_RE.match(value):
+        raise ValueError(f"unsafe value {value!r}")
+    return f'"{value}"'
+
+
+def build_description(
+    request: SubmitRequest,
+    *,
+    launcher: str,
+    hub_id: str,
+    accounting_group: str,
+    requirements: str = "",
+    transfer_files: bool = False,
+    extra: Optional[dict[str, str]] = None,
+) -> dict[str, str]:
+    """The submit description (dict for ``htcondor2.Submit``) from validated values only."""
+    o = request.options
+    for p in (launcher, request.env_file, request.home):
+        if not SAFE_PATH_RE.match(p):
+            raise ValueError(f"unsafe path {p!r}")
+    lo, hi = request.port_range
+    job_dir_rel = os.path.relpath(os.path.dirname(request.env_file), request.home)
+    if not SAFE_PATH_RE.match("/" + job_dir_rel) or job_dir_rel.startswith(".."):
+        raise ValueError("job dir must be inside the home directory")
+    desc = {
+        "universe": "vanilla",
+        "executable": launcher,
+        "transfer_executable": "false",
+        # New-style quoted arguments; every piece matched SAFE_PATH_RE or is an integer.
+        "arguments": f'"--env-file {request.env_file} --port-range {int(lo)}-{int(hi)}"',
+        "initialdir": request.home,
+        "should_transfer_files": "IF_NEEDED" if transfer_files else "NO",
+        "output": f"{job_dir_rel}/{request.job_name}.out",
+        "error": f"{job_dir_rel}/{request.job_name}.err",
+        "request_cpus": str(int(o.cpus)),
+        "request_memory": f"{int(round(o.memory_gb * 1024))}MB",
+        "batch_name": request.job_name,
+        "+IsNotebookJob": "true",
+        "+JupyterHubUser": _quote_classad_string(request.user),
+        "+JupyterHubId": _quote_classad_string(hub_id),
+        "accounting_group": accounting_group,
+        "accounting_group_user": request.user,
+        "allowed_job_duration": str(int(request.runtime_seconds)),
+    }
+    if o.gpus:
+        desc["request_gpus"] = str(int(o.gpus))
+    if requirements:
+        desc["requirements"] = requirements
+    if transfer_files:
+        desc["transfer_output_files"] = '""'
+    for k, v in (extra or {}).items():
+        desc[k] = v
+    return desc
+
+
+def submit_as_user(submit: dict) -> str:
+    """Runs inside the submit helper, as the user. Returns "cluster.proc"."""
+    os.environ["_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS"] = "KERBEROS"
+    if submit.get("condor_config"):
+        os.environ["CONDOR_CONFIG"] = submit["condor_config"]
+    import htcondor2 as htcondor
+
+    schedd = _locate_schedd(htcondor, submit.get("collector"), submit.get("schedd"))
+    result = schedd.submit(htcondor.Submit(submit["description"]), count=1)
+    return f"{result.cluster()}.0"
+
+
+def _locate_schedd(htcondor, collector: Optional[str], schedd_name: Optional[str]):
+    coll = htcondor.Collector(collector) if collector else htcondor.Collector()
+    if schedd_name:
+        ad = coll.locate(htcondor.DaemonTypes.Schedd, schedd_name)
+    else:
+        ad = coll.locate(htcondor.DaemonTypes.Schedd)
+    return htcondor.Schedd(ad)
+
+
+def status_from_ad(ad: Any) -> JobStatus:
+    job_id = f"{int(ad['ClusterId'])}.{int(ad.get('ProcId', 0))}"
+    code = int(ad.get("JobStatus", 0))
+    state = _STATUS.get(code, UNKNOWN)
+    host = None
+    reason = ""
+    if state == RUNNING:
+        remote = str(ad.get("RemoteHost", "") or "")
+        host = remote.split("@")[-1] or None
+    elif state == HELD:
+        reason = str(ad.get("HoldReason", "") or "held")
+    elif state == PENDING:
+        reason = str(ad.get("LastRejMatchReason", "") or "waiting for a free notebook slot")
+    elif state == DONE:
+        reason = str(ad.get("RemoveReason", "") or "")
+    owner = ad.get("Owner")
+    return JobStatus(job_id=job_id, state=state, host=host, reason=reason,
+                     owner=str(owner) if owner else None)
+
+
+class HTCondorScheduler(Scheduler):
+    """HTCondor backend (see module doc)."""
+
+    name = "htcondor"
+
+    condor_config = Unicode(
+        os.environ.get("CONDOR_CONFIG", "/etc/appliance/condor/condor_config"),
+        help="HTCondor client config used by the hub and the submit helper.",
+    ).tag(config=True)
+    collector = Unicode(
+        "", help="Collector to locate the notebook schedd in ('' = the config's COLLECTOR_HOST)."
+    ).tag(config=True)
+    schedd = Unicode(
+        "", help="Name of the schedd notebook jobs go to ('' = the collector's only schedd)."
+    ).tag(config=True)
+    launcher = Unicode(
+        "/usr/local/bin/appliance-launch", help="Path of appliance-launch on the execute nodes."
+    ).tag(config=True)
+    accounting_group = Unicode(
+        "group_notebook", help="Accounting group of notebook jobs (keep it outside group quotas)."
+    ).tag(config=True)
+    requirements = Unicode(
+        "", help="Extra 'requirements' expression for notebook jobs (admin-written, not user input)."
+    ).tag(config=True)
+    transfer_files = Bool(
+        False,
+        help="Use HTCondor file transfer (sandbox on the node) instead of a shared home. Costs ~1 s.",
+    ).tag(config=True)
+    extra_submit = Dict(
+        {}, help="Extra submit commands added to every notebook job (admin-written)."
+    ).tag(config=True)
+    hub_id = Unicode(help="Tag identifying this hub's jobs (JupyterHubId attribute).").tag(config=True)
+
+    @default("hub_id")
+    def _default_hub_id(self):
+        import socket
+
+        return re.sub(r"[^A-Za-z0-9._-]", "_", socket.getfqdn()) or "jupyterhub"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._schedd = None
+        self._htcondor = None
+
+    def build_submit(self, request: SubmitRequest) -> dict[str, Any]:
+        return {
+            "condor_config": self.condor_config,
+            "collector": self.collector or None,
+            "schedd": self.schedd or None,
+            "description": build_description(
+                request,
+                launcher=self.launcher,
+                hub_id=self.hub_id,
+                accounting_group=self.accounting_group,
+                requirements=self.requirements,
+                transfer_files=self.transfer_files,
+                extra=self.extra_submit,
+            ),
+        }
+
+    # -- hub side (service identity) --------------------------------------------------------
+    def _bindings(self):
+        if self._htcondor is None:
+            os.environ.setdefault("CONDOR_CONFIG", self.condor_config)
+            import htcondor2
+
+            self._htcondor = htcondor2
+        return self._htcondor
+
+    def _get_schedd(self, fresh: bool = False):
+        if self._schedd is None or fresh:
+            htc = self._bindings()
+            self._schedd = _locate_schedd(htc, self.collector or None, self.schedd or None)
+        return self._schedd
+
+    def _query_sync(self) -> dict[str, JobStatus]:
+        constraint = f'IsNotebookJob =?= true && JupyterHubId =?= "{self.hub_id}"'
+        for attempt in (0, 1):
+            try:
+                ads = self._get_schedd(fresh=attempt == 1).query(
+                    constraint=constraint, projection=PROJECTION
+                )
+                break
+            except Exception:
+                if attempt:
+                    raise
+        return {s.job_id: s for s in (status_from_ad(ad) for ad in ads)}
+
+    async def query_all(self) -> dict[str, JobStatus]:
+        return await asyncio.to_thread(self._query_sync)
+
+    def _cancel_sync(self, job_id: str) -> None:
+        htc = self._bindings()
+        for attempt in (0, 1):
+            try:
+                self._get_schedd(fresh=attempt == 1).act(htc.JobAction.Remove, [job_id])
+                return
+            except Exception:
+                if attempt:
+                    raise
+
+    async def cancel(self, job_id: str) -> None:
+        if not re.fullmatch(r"\d+\.\d+", job_id):
+            raise ValueError(f"bad job id {job_id!r}")
+        await asyncio.to_thread(self._cancel_sync, job_id)
+
+    async def describe_resources(self, user: str) -> dict[str, Any]:
+        return {}

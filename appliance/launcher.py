@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""``appliance-launch``: the node side of every notebook job, for HTCondor and Slurm alike.
+
+Standard library only, one file, so a site can drop it on nodes next to any Python >= 3.8.
+
+1. Reads the job's private environment file (written 0600 by the submit helper as the user; it
+   holds the hub API token, which therefore never appears in a job ad or on a command line) and
+   deletes it.
+2. Picks a free TCP port in the configured range (random order, bind test).
+3. Reports the port to the hub (``POST $JUPYTERHUB_API_URL/batch/port`` with the server's own token).
+   The hub takes the host from the scheduler, never from here.
+4. Execs ``jupyterhub-singleuser`` (or the given command) bound to that port.
+
+Usage: appliance-launch --env-file FILE --port-range LO-HI [-- command args...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import socket
+import stat
+import sys
+import time
+import urllib.error
+import urllib.request
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def read_env_file(path: str) -> dict:
+    """Read and unlink the private env file; refuse links and files others could read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise SystemExit(f"appliance-launch: {path} must be a private regular file of this user")
+        with os.fdopen(fd, "r") as f:
+            fd = -1
+            data = json.load(f)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    if not isinstance(data, dict):
+        raise SystemExit("appliance-launch: env file is not a JSON object")
+    env = {}
+    for k, v in data.items():
+        if not ENV_NAME_RE.match(str(k)):
+            raise SystemExit(f"appliance-launch: bad variable name in env file: {k!r}")
+        env[str(k)] = str(v)
+    return env
+
+
+def pick_port(lo: int, hi: int, attempts: int = 200) -> int:
+    """A port in [lo, hi] nothing listens on now (random order to spread concurrent starts)."""
+    ports = list(range(lo, hi + 1))
+    random.shuffle(ports)
+    for port in ports[:attempts]:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("0.0.0.0", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise SystemExit(f"appliance-launch: no free port in {lo}-{hi}")
+
+
+def report_port(api_url: str, token: str, port: int, tries: int = 10) -> None:
+    url = api_url.rstrip("/") + "/batch/port"
+    body = json.dumps({"port": port}).encode()
+    delay = 0.2
+    for attempt in range(tries):
+        req = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                r.read()
+                return
+        except urllib.error.HTTPError as e:
+            if 400 <= e.code < 500:
+                raise SystemExit(f"appliance-launch: hub refused the port report: {e.code} {e.reason}")
+        except OSError as e:
+            print(f"appliance-launch: hub not reachable ({e}), retrying", file=sys.stderr)
+        time.sleep(delay)
+        delay = min(delay * 2, 5)
+    raise SystemExit("appliance-launch: could not report the port to the hub")
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d{1,5})-(\d{1,5})", text)
+    if not m:
+        raise argparse.ArgumentTypeError("expected LO-HI")
+    lo, hi = int(m.group(1)), int(m.group(2))
+    if not (1024 <= lo <= hi <= 65535):
+        raise argparse.ArgumentTypeError("range must be within 1024-65535 and LO <= HI")
+    return lo, hi
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="appliance-launch")
+    ap.add_argument("--env-file", required=True)
+    ap.add_argument("--port-range", type=parse_range, default=(40000, 41000))
+    ap.add_argument("command", nargs="*", default=[])
+    args = ap.parse_args(argv)
+
+    env = read_env_file(args.env_file)
+    os.environ.update(env)
+    # Default: jupyterhub-singleuser next to this interpreter, else on PATH.
+    command = args.command or [
+        os.path.join(os.path.dirname(sys.executable), "jupyterhub-singleuser")
+    ]
+    if not os.path.exists(command[0]) and "/" in command[0]:
+        command[0] = "jupyterhub-singleuser"
+    port = pick_port(*args.port_range)
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+    os.environ["JUPYTERHUB_SERVICE_URL"] = f"http://0.0.0.0:{port}{prefix}"
+    report_port(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"], port)
+    os.chdir(os.path.expanduser("~"))
+    sys.stdout.flush()
+    os.execvp(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""``appliance-submit``: submit one notebook job AS THE USER.
+
+The hub (root) runs ``sudo -u USER /opt/jupyterhub/bin/appliance-submit`` and writes one JSON request
+on stdin; the helper answers one JSON object on stdout. Running as the user means the scheduler sees
+the user's own identity (Kerberos ticket for HTCondor, munge uid for Slurm); the hub never submits
+with a privileged identity.
+
+Request::
+
+    {"backend": "htcondor" | "slurm",
+     "ccache": "/path/to/user's ticket cache" | null,
+     "env_path": "/home/USER/.jupyterhub-batch/<name>.json",
+     "env": {"JUPYTERHUB_API_TOKEN": "...", ...},        # secret: only ever in this file
+     "submit": {...backend specific, built from validated values...}}
+
+Answer: ``{"job_id": "..."}`` or ``{"error": "message for the user"}`` (exit status 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def write_env_file(path: str, env: dict) -> None:
+    """Write the secret environment as JSON, 0600, refusing to follow links."""
+    home = os.path.expanduser("~")
+    real = os.path.realpath(os.path.dirname(path))
+    if not (real == home or real.startswith(home.rstrip("/") + "/")):
+        raise ValueError("env_path must be inside the user's home")
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.chmod(os.path.dirname(path), 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        json.dump({str(k): str(v) for k, v in env.items()}, f)
+
+
+def submit(request: dict) -> str:
+    backend = request.get("backend")
+    if request.get("ccache"):
+        os.environ["KRB5CCNAME"] = "FILE:" + request["ccache"]
+    if backend == "htcondor":
+        from .hub.scheduler.htcondor import submit_as_user
+
+        return submit_as_user(request["submit"])
+    if backend == "slurm":
+        from .hub.scheduler.slurm import run_sbatch
+
+        return run_sbatch(request["submit"])
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def main() -> int:
+    os.umask(0o077)
+    try:
+        request = json.loads(sys.stdin.read(1 << 20))
+        if request.get("env_path"):
+            write_env_file(request["env_path"], request.get("env") or {})
+        job_id = submit(request)
+    except Exception as e:  # the message goes back to the hub, never the request (it holds secrets)
+        msg = str(e).strip() or e.__class__.__name__
+        json.dump({"error": msg[-2000:]}, sys.stdout)
+        return 1
+    json.dump({"job_id": str(job_id)}, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

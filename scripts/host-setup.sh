@@ -1,0 +1,32 @@
+#!/bin/bash
+# Installs what the demo and the tests need on a Debian 12/13 host (root), idempotently:
+# podman (+runc, aardvark-dns, slirp4netns), debootstrap, podman-compose from PyPI,
+# Debian chromium for browser tests, and imports a debootstrapped debian:trixie base image.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+need_apt=()
+for p in podman runc aardvark-dns netavark slirp4netns uidmap debootstrap chromium fonts-dejavu-core python3-venv openssl curl krb5-user; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+export CONTAINERS_CONF="$PWD/containers.conf"
+# A venv for host-side tools (podman-compose, pytest, playwright) so the system python stays clean.
+VENV=${TOOLS_VENV:-$PWD/.venv}
+if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import playwright, podman_compose' 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -r requirements-test.txt
+fi
+# Base image: debootstrapped trixie imported under the standard name (no registry here).
+if ! podman image exists docker.io/library/debian:trixie; then
+  root=$(mktemp -d /var/tmp/trixie.XXXXXX)
+  debootstrap --variant=minbase trixie "$root" http://deb.debian.org/debian >/dev/null
+  rm -rf "$root"/var/cache/apt/archives/*.deb
+  tar -C "$root" -c . | podman import - docker.io/library/debian:trixie >/dev/null
+  rm -rf "$root"
+fi
+echo "host-setup: ok"
