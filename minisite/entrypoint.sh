@@ -7,7 +7,8 @@ shift || true
 if [ -r /etc/minisite/users.tsv ]; then
   getent group belle2 >/dev/null || groupadd -g 3001 belle2
   getent group upex >/dev/null || groupadd -g 3002 upex
-  tail -n +2 /etc/minisite/users.tsv | while IFS=$'\t' read -r user uid groups _pw; do
+  # Tabs are IFS whitespace (runs collapse, so an empty groups column would shift the rest): use '|'.
+  tail -n +2 /etc/minisite/users.tsv | tr '\t' '|' | while IFS='|' read -r user uid groups _pw; do
     [ -n "$user" ] || continue
     getent group "$user" >/dev/null || groupadd -g "$uid" "$user"
     id "$user" >/dev/null 2>&1 || useradd -M -u "$uid" -g "$uid" -d "/home/$user" -s /bin/bash ${groups:+-G "$groups"} "$user"

@@ -45,7 +45,8 @@ cat > /etc/krb5kdc/kdc.conf <<EOF
 
 [logging]
     kdc = STDERR
-    default = STDERR
+    admin_server = FILE:/var/log/kadmin.log
+    default = FILE:/var/log/krb5.log
 EOF
 : > /etc/krb5kdc/kadm5.acl
 
@@ -67,7 +68,8 @@ kadm "modprinc -maxlife \"$MAXLIFE\" -maxrenewlife \"$MAXRENEW\" +allow_renewabl
 
 # 3. Users, with the passwords from users.tsv.
 if [ -r "$USERS_TSV" ]; then
-  tail -n +2 "$USERS_TSV" | while IFS=$'\t' read -r user _uid _groups pw; do
+  # Tabs are IFS whitespace (a run of them collapses, shifting columns after an empty one): use '|'.
+  tail -n +2 "$USERS_TSV" | tr '\t' '|' | while IFS='|' read -r user _uid _groups pw; do
     [ -n "$user" ] && [ -n "$pw" ] || continue
     if has_princ "$user"; then
       kadm "cpw -pw \"$pw\" $user"

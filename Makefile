@@ -1,0 +1,51 @@
+# JupyterHub Batch Appliance — the two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+export CONTAINERS_CONF := $(CURDIR)/containers.conf
+VENV := $(CURDIR)/.venv
+COMPOSE := $(VENV)/bin/podman-compose -p jba -f compose.yaml
+HOSTCA := /etc/ssl/certs/ca-certificates.crt
+BUILD_SECRET := $(if $(wildcard $(HOSTCA)),--secret id=hostca,src=$(HOSTCA))
+URL := https://localhost:8443
+
+.PHONY: demo demo-down deps images up wait clean-stale test unit integration bench logs
+
+deps:
+	@bash scripts/host-setup.sh
+
+images: deps
+	podman build --pull=never $(BUILD_SECRET) -t localhost/jba-minisite:latest -f minisite/Containerfile .
+	podman build --pull=never $(BUILD_SECRET) -t localhost/jba-appliance:latest -f Containerfile .
+
+# Containers left half-dead by an earlier session (CI starts after our processes are killed).
+clean-stale: deps
+	@bash scripts/clean-stale.sh
+
+up: images clean-stale
+	$(COMPOSE) up -d --no-build
+	@$(MAKE) --no-print-directory wait
+
+wait:
+	@bash scripts/wait-ready.sh $(URL)
+
+demo: up
+	@echo
+	@echo "JupyterHub Batch Appliance is up: $(URL)/  (plain HTTP on http://localhost:8080 redirects)"
+	@echo "Demo logins (demo/users.tsv):"
+	@tail -n +2 demo/users.tsv | awk -F'\t' '{printf "  %-6s password %-14s groups: %s\n", $$1, $$4, ($$3==""?"-":$$3)}'
+	@echo "Stop with: make demo-down (state volume is kept)"
+
+demo-down: deps
+	$(COMPOSE) down
+
+logs:
+	$(COMPOSE) logs --tail 200
+
+unit: deps
+	$(VENV)/bin/pytest -q tests/unit
+
+# Everything: unit, integration against the mini site, browser.
+test: deps
+	bash scripts/run-tests.sh
+
+bench: up
+	$(VENV)/bin/python performance/bench.py

@@ -1,0 +1,14 @@
+# Hub settings of the mini site (a site mounts its own file at /etc/appliance/appliance_config.py).
+c = get_config()  # noqa: F821
+
+c.JupyterHub.hub_connect_url = "http://appliance.mini.test:8081"
+c.BatchSpawner.default_backend = "htcondor"
+c.BatchSpawner.max_cpus = 4
+c.BatchSpawner.max_memory_gb = 8
+c.BatchSpawner.port_range = (40000, 41000)
+c.JupyterHub.admin_users = set()  # no admins in the demo; add e.g. {"alice"} to try the admin page
+
+# HTCondor: notebook jobs go to the fast-lane schedd on lane.mini.test.
+c.HTCondorScheduler.collector = "lane.mini.test"
+c.HTCondorScheduler.schedd = "lane.mini.test"
+c.HTCondorScheduler.hub_id = "appliance.mini.test"

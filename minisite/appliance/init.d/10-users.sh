@@ -1,0 +1,11 @@
+#!/bin/bash
+# Mini-site hook: create the demo users (a real site resolves users through NSS/sssd instead).
+set -euo pipefail
+getent group belle2 >/dev/null || groupadd -g 3001 belle2
+getent group upex >/dev/null || groupadd -g 3002 upex
+tail -n +2 /etc/minisite/users.tsv | while IFS=$'\t' read -r user uid groups _pw; do
+  [ -n "$user" ] || continue
+  getent group "$user" >/dev/null || groupadd -g "$uid" "$user"
+  id "$user" >/dev/null 2>&1 || useradd -M -u "$uid" -g "$uid" -d "/home/$user" -s /bin/bash ${groups:+-G "$groups"} "$user"
+  [ -d "/home/$user" ] || install -d -m 0700 -o "$uid" -g "$uid" "/home/$user"
+done

@@ -1,0 +1,35 @@
+#!/bin/bash
+# Mini-site role "condor-cm" (cm.mini.test): main pool collector + negotiator.
+# Also creates the pool's shared secrets in the condor-secrets volume, once:
+#   /condor-secrets/POOL          pool signing key (every pool host installs it; daemons mint their
+#                                 condor@mini.test IDTOKENs from it)
+#   /condor-secrets/hubsvc.token  IDTOKEN for the hub's service identity hubsvc@mini.test
+set -euo pipefail
+. /usr/local/lib/minisite/roles/_condor-common.sh
+
+install_condor_config cm
+install_keytab
+
+umask 077
+if [ ! -s "$SECRETS/POOL" ]; then
+  # A random pool password, written in HTCondor's key-file format by condor_store_cred.
+  rm -f "$SECRETS/.POOL.tmp"
+  openssl rand -base64 48 | tr -d '\n' | condor_store_cred add -c -i - -f "$SECRETS/.POOL.tmp" >/dev/null
+  chmod 0600 "$SECRETS/.POOL.tmp"
+  mv -f "$SECRETS/.POOL.tmp" "$SECRETS/POOL"
+  rm -f "$SECRETS/hubsvc.token"       # a token from an older key would no longer verify
+  clog "created the pool signing key"
+fi
+install_pool_key
+
+if [ ! -s "$SECRETS/hubsvc.token" ] || [ "$SECRETS/POOL" -nt "$SECRETS/hubsvc.token" ]; then
+  # The hub needs READ (condor_q, collector lookups) and WRITE (condor_rm); the token is bounded to
+  # those, so even a leaked copy cannot act as a daemon or administrator.
+  condor_token_create -identity hubsvc@mini.test -key POOL -authz READ -authz WRITE \
+    > "$SECRETS/.hubsvc.token.tmp"
+  chmod 0600 "$SECRETS/.hubsvc.token.tmp"
+  mv -f "$SECRETS/.hubsvc.token.tmp" "$SECRETS/hubsvc.token"
+  clog "created the hubsvc@mini.test IDTOKEN"
+fi
+
+exec condor_master -f

@@ -1,0 +1,9 @@
+#!/bin/bash
+# Mini-site role "condor-exec" (exec1/exec2.mini.test): startd serving the main pool and the lane.
+set -euo pipefail
+. /usr/local/lib/minisite/roles/_condor-common.sh
+
+install_condor_config exec
+install_keytab
+install_pool_key
+exec condor_master -f
