@@ -44,6 +44,7 @@ from typing import Iterable, Optional
 __all__ = [
     "MAX_CCACHE_SIZE",
     "CCacheError",
+    "Refusal",
     "FileRefused",
     "CredentialRefused",
     "RenewError",
@@ -80,7 +81,7 @@ class CCacheError(ValueError):
     code = "malformed"
 
 
-class _Refusal(Exception):
+class Refusal(Exception):
     """Base of the refusals: ``code`` is a stable machine word, ``message`` is for humans."""
 
     def __init__(self, code: str, message: str):
@@ -92,11 +93,11 @@ class _Refusal(Exception):
         return f"{self.code}: {self.message}"
 
 
-class FileRefused(_Refusal):
+class FileRefused(Refusal):
     """The file failed a safety check (symlink, hard link, owner, mode, size, type)."""
 
 
-class CredentialRefused(_Refusal):
+class CredentialRefused(Refusal):
     """The ccache's content is not acceptable (principal, no TGT, not renewable, expired)."""
 
 

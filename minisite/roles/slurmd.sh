@@ -5,4 +5,6 @@ set -euo pipefail
 . /usr/local/lib/minisite/roles/slurm-common.sh
 start_munge
 slurm_dirs
+# Placeholder device files for the fake GPUs of slurm-config/gres.conf (node3).
+ln -sf /dev/null /dev/fakegpu0; ln -sf /dev/null /dev/fakegpu1
 exec /usr/sbin/slurmd -D

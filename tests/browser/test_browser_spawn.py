@@ -1,0 +1,50 @@
+"""A real browser (Debian chromium via Playwright): log in, pick HTCondor, land in JupyterLab."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import HubClient
+
+pytestmark = [pytest.mark.minisite, pytest.mark.browser]
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            headless=True,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        yield b
+        b.close()
+
+
+def test_login_spawn_lab(browser, site, users, artifacts):
+    user = "bob"
+    ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800})
+    page = ctx.new_page()
+    try:
+        page.goto(f"{site}/hub/login")
+        page.fill("#username_input", user)
+        page.fill("#password_input", users[user]["password"])
+        page.click("#login_submit")
+        page.wait_for_url("**/hub/spawn**", timeout=30000)
+        page.screenshot(path=str(artifacts / "spawn-form.png"))
+        page.check("#backend-htcondor")
+        page.click("input[type=submit], button[type=submit]")
+        page.wait_for_url("**/user/bob/lab**", timeout=240000)
+        page.wait_for_selector(".jp-Launcher", timeout=120000)
+        page.screenshot(path=str(artifacts / "jupyterlab-launcher.png"))
+        assert page.locator(".jp-Launcher").count() >= 1
+    finally:
+        ctx.close()
+        c = HubClient(site)
+        c.login(user, users[user]["password"])
+        c.make_token()
+        if "" in c.user_model().get("servers", {}):
+            c.stop()

@@ -1,0 +1,207 @@
+"""Shared fixtures: a client for the running appliance (the mini site `make test` brings up)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import ssl
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE_URL = os.environ.get("APPLIANCE_URL", "https://localhost:8443")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+def demo_users() -> dict[str, dict]:
+    with open(ROOT / "demo" / "users.tsv") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return {r["user"]: r for r in rows}
+
+
+def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CONTAINERS_CONF=str(ROOT / "containers.conf"))
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check,
+                          timeout=timeout, env=env)
+
+
+def container(service: str) -> str:
+    return f"jba_{service}_1"
+
+
+def site_exec(service: str, *cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    return podman("exec", container(service), *cmd, check=check, timeout=timeout)
+
+
+class HubClient:
+    """A logged-in browser-like session plus an API token, over the real HTTPS front."""
+
+    def __init__(self, base: str = SITE_URL):
+        import requests
+        import urllib3
+
+        urllib3.disable_warnings()
+        self.base = base
+        self.s = requests.Session()
+        self.s.verify = False
+        self.user = None
+        self.token = None
+
+    def login(self, user: str, password: str) -> "requests.Response":
+        r = self.s.get(f"{self.base}/hub/login")
+        r.raise_for_status()
+        m = re.search(r'name="_xsrf"\s+value="([^"]+)"', r.text)
+        data = {"username": user, "password": password}
+        if m:
+            data["_xsrf"] = m.group(1)
+        r = self.s.post(f"{self.base}/hub/login?next=", data=data, allow_redirects=False)
+        if r.status_code in (301, 302, 303):
+            self.user = user
+        return r
+
+    def xsrf(self) -> str:
+        return self.s.cookies.get("_xsrf", path="/hub/") or self.s.cookies.get("_xsrf") or ""
+
+    def make_token(self) -> str:
+        r = self.s.post(f"{self.base}/hub/api/users/{self.user}/tokens",
+                        json={"note": f"test-{uuid.uuid4().hex[:6]}", "expires_in": 7200},
+                        headers={"X-XSRFToken": self.xsrf()})
+        r.raise_for_status()
+        self.token = r.json()["token"]
+        return self.token
+
+    def api(self, method: str, path: str, **kw):
+        import requests
+
+        headers = kw.pop("headers", {})
+        headers["Authorization"] = f"token {self.token}"
+        return requests.request(method, f"{self.base}/hub/api{path}", headers=headers, verify=False,
+                                timeout=kw.pop("timeout", 60), **kw)
+
+    def user_model(self) -> dict:
+        r = self.api("GET", f"/users/{self.user}")
+        r.raise_for_status()
+        return r.json()
+
+    def spawn(self, options: dict):
+        return self.api("POST", f"/users/{self.user}/server", json=options, timeout=120)
+
+    def wait_ready(self, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            srv = self.user_model().get("servers", {}).get("")
+            if srv and srv.get("ready"):
+                return srv
+            if not srv:
+                raise AssertionError("server vanished while waiting (spawn failed)")
+            time.sleep(0.25)
+        raise AssertionError(f"server not ready within {timeout}s")
+
+    def stop(self, timeout: float = 60) -> None:
+        r = self.api("DELETE", f"/users/{self.user}/server")
+        assert r.status_code in (202, 204, 400), r.text
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "" not in self.user_model().get("servers", {}):
+                return
+            time.sleep(0.25)
+        raise AssertionError("server did not stop")
+
+    def user_api(self, method: str, path: str, **kw):
+        import requests
+
+        return requests.request(method, f"{self.base}/user/{self.user}{path}",
+                                headers={"Authorization": f"token {self.token}"}, verify=False,
+                                timeout=kw.pop("timeout", 60), **kw)
+
+    def run_code(self, code: str, timeout: float = 60) -> str:
+        """Start a kernel through the proxy, execute code over the websocket, return its output."""
+        import websocket
+
+        r = self.user_api("POST", "/api/kernels", json={"name": "python3"})
+        r.raise_for_status()
+        kid = r.json()["id"]
+        ws_url = self.base.replace("https://", "wss://") + f"/user/{self.user}/api/kernels/{kid}/channels"
+        ws = websocket.create_connection(ws_url, header=[f"Authorization: token {self.token}"],
+                                         sslopt={"cert_reqs": ssl.CERT_NONE}, timeout=timeout)
+        try:
+            msg_id = uuid.uuid4().hex
+            ws.send(json.dumps({
+                "header": {"msg_id": msg_id, "username": self.user, "session": uuid.uuid4().hex,
+                           "msg_type": "execute_request", "version": "5.3"},
+                "parent_header": {}, "metadata": {}, "channel": "shell",
+                "content": {"code": code, "silent": False, "store_history": False,
+                            "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+            }))
+            out = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                m = json.loads(ws.recv())
+                if m.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                t = m["msg_type"]
+                if t == "stream":
+                    out.append(m["content"]["text"])
+                elif t == "execute_result":
+                    out.append(m["content"]["data"].get("text/plain", ""))
+                elif t == "error":
+                    raise AssertionError("kernel error: " + "\n".join(m["content"]["traceback"]))
+                elif t == "status" and m["content"]["execution_state"] == "idle" and out:
+                    break
+            return "".join(out)
+        finally:
+            ws.close()
+            self.user_api("DELETE", f"/api/kernels/{kid}")
+
+
+@pytest.fixture(scope="session")
+def site():
+    """The running mini site; fail clearly when it is not up."""
+    import requests
+    import urllib3
+
+    urllib3.disable_warnings()
+    try:
+        r = requests.get(f"{SITE_URL}/hub/health", verify=False, timeout=10)
+        r.raise_for_status()
+    except Exception as e:
+        pytest.fail(f"mini site not reachable at {SITE_URL} ({e}); run `make test` or `make demo`")
+    return SITE_URL
+
+
+@pytest.fixture(scope="session")
+def users():
+    return demo_users()
+
+
+@pytest.fixture
+def client_for(site, users):
+    clients = []
+
+    def make(user: str) -> HubClient:
+        c = HubClient(site)
+        r = c.login(user, users[user]["password"])
+        assert r.status_code == 302, f"login of {user} failed: {r.status_code}"
+        c.make_token()
+        clients.append(c)
+        return c
+
+    yield make
+
+
+@pytest.fixture(scope="session")
+def artifacts():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def pytest_collection_modifyitems(config, items):
+    # Unit tests first, then integration, then browser: cheap failures surface first.
+    order = {"unit": 0, "integration": 1, "browser": 2}
+    items.sort(key=lambda it: order.get(Path(str(it.fspath)).parent.name, 1))
