@@ -54,6 +54,7 @@ __all__ = [
     "CCache",
     "parse",
     "serialize",
+    "read_private",
     "read_private_file",
     "read_fd",
     "check_tgt",
@@ -465,6 +466,17 @@ def read_private_file(
     max_size: int = MAX_CCACHE_SIZE,
     dir_fd: Optional[int] = None,
 ) -> bytes:
+    """Like :func:`read_private`, returning only the bytes."""
+    return read_private(path, expected_uid=expected_uid, max_size=max_size, dir_fd=dir_fd)[0]
+
+
+def read_private(
+    path: str,
+    *,
+    expected_uid: int,
+    max_size: int = MAX_CCACHE_SIZE,
+    dir_fd: Optional[int] = None,
+) -> tuple[bytes, os.stat_result]:
     """Open ``path`` without following a symlink and return its bytes if, on the
     open file: it is a regular file, has exactly one link, is owned by
     ``expected_uid``, has no group/other permission bits, and is 1..max_size bytes.
@@ -472,6 +484,7 @@ def read_private_file(
     Every failure raises :class:`FileRefused` with a stable ``code``:
     ``not_found``, ``symlink``, ``not_regular``, ``hardlink``, ``wrong_owner``,
     ``bad_mode``, ``too_large``, ``empty``, ``unreadable``.
+    Returns the bytes and the ``fstat`` of the open file.
     """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
     try:
@@ -504,7 +517,7 @@ def read_private_file(
         data = read_fd(fd, max_size)
         if not data:
             raise FileRefused("empty", "file is empty")
-        return data
+        return data, st
     finally:
         os.close(fd)
 

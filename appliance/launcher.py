@@ -91,7 +91,8 @@ def report_port(api_url: str, token: str, port: int, tries: int = 10) -> None:
                 return
         except urllib.error.HTTPError as e:
             if 400 <= e.code < 500:
-                raise SystemExit(f"appliance-launch: hub refused the port report: {e.code} {e.reason}")
+                detail = e.read()[:500].decode(errors="replace")
+                raise SystemExit(f"appliance-launch: hub refused the port report: {e.code} {detail}")
         except OSError as e:
             print(f"appliance-launch: hub not reachable ({e}), retrying", file=sys.stderr)
         time.sleep(delay)

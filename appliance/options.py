@@ -33,7 +33,7 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Slurm object names (partitions, reservations): conservative allow-list.
 SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # A constraint is features joined by & and |, with parentheses; each feature an allow-listed token.
-CONSTRAINT_TOKEN_RE = re.compile(r"\s*(\(|\)|&|\||[A-Za-z0-9_.-]+)")
+CONSTRAINT_TOKEN_RE = re.compile(r" *(\(|\)|&|\||[A-Za-z0-9_.-]+)")
 DEFAULT_RESERVED_ENV = (
     "PATH", "LD_*", "PYTHON*", "JUPYTER*", "JUPYTERHUB_*", "KRB5*", "HOME", "USER", "LOGNAME",
     "SHELL", "_CONDOR_*", "SLURM_*", "BASH_ENV", "ENV", "IFS",

@@ -39,17 +39,30 @@ def site_exec(service: str, *cmd: str, check: bool = True, timeout: float = 120)
     return podman("exec", container(service), *cmd, check=check, timeout=timeout)
 
 
+_CA: list[str] = []
+
+
+def ca_bundle() -> str:
+    """The appliance's own (self-signed) certificate, so tests verify TLS for real."""
+    if not _CA:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        pem = site_exec("appliance", "cat", "/srv/appliance/tls/active/tls.crt").stdout
+        path = ARTIFACTS / "appliance-ca.pem"
+        path.write_text(pem)
+        _CA.append(str(path))
+    return _CA[0]
+
+
 class HubClient:
     """A logged-in browser-like session plus an API token, over the real HTTPS front."""
 
     def __init__(self, base: str = SITE_URL):
         import requests
-        import urllib3
 
-        urllib3.disable_warnings()
         self.base = base
         self.s = requests.Session()
-        self.s.verify = False
+        self.s.trust_env = False  # REQUESTS_CA_BUNDLE etc. of the host must not override verify
+        self.s.verify = ca_bundle()
         self.user = None
         self.token = None
 
@@ -81,8 +94,8 @@ class HubClient:
 
         headers = kw.pop("headers", {})
         headers["Authorization"] = f"token {self.token}"
-        return requests.request(method, f"{self.base}/hub/api{path}", headers=headers, verify=False,
-                                timeout=kw.pop("timeout", 60), **kw)
+        return self.s.request(method, f"{self.base}/hub/api{path}", headers=headers,
+                              timeout=kw.pop("timeout", 60), cookies={}, **kw)
 
     def user_model(self) -> dict:
         r = self.api("GET", f"/users/{self.user}")
@@ -116,9 +129,11 @@ class HubClient:
     def user_api(self, method: str, path: str, **kw):
         import requests
 
-        return requests.request(method, f"{self.base}/user/{self.user}{path}",
-                                headers={"Authorization": f"token {self.token}"}, verify=False,
-                                timeout=kw.pop("timeout", 60), **kw)
+        with requests.Session() as s:
+            s.trust_env = False
+            return s.request(method, f"{self.base}/user/{self.user}{path}",
+                             headers={"Authorization": f"token {self.token}"}, verify=ca_bundle(),
+                             timeout=kw.pop("timeout", 60), **kw)
 
     def run_code(self, code: str, timeout: float = 60) -> str:
         """Start a kernel through the proxy, execute code over the websocket, return its output."""
@@ -129,7 +144,8 @@ class HubClient:
         kid = r.json()["id"]
         ws_url = self.base.replace("https://", "wss://") + f"/user/{self.user}/api/kernels/{kid}/channels"
         ws = websocket.create_connection(ws_url, header=[f"Authorization: token {self.token}"],
-                                         sslopt={"cert_reqs": ssl.CERT_NONE}, timeout=timeout)
+                                         sslopt={"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": ca_bundle()},
+                                         timeout=timeout)
         try:
             msg_id = uuid.uuid4().hex
             ws.send(json.dumps({
@@ -164,11 +180,11 @@ class HubClient:
 def site():
     """The running mini site; fail clearly when it is not up."""
     import requests
-    import urllib3
 
-    urllib3.disable_warnings()
     try:
-        r = requests.get(f"{SITE_URL}/hub/health", verify=False, timeout=10)
+        s = requests.Session()
+        s.trust_env = False
+        r = s.get(f"{SITE_URL}/hub/health", verify=ca_bundle(), timeout=10)
         r.raise_for_status()
     except Exception as e:
         pytest.fail(f"mini site not reachable at {SITE_URL} ({e}); run `make test` or `make demo`")

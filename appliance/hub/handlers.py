@@ -28,6 +28,7 @@ class PortReportHandler(APIHandler):
         if not isinstance(port, int) or isinstance(port, bool):
             raise web.HTTPError(400, "port must be an integer")
         if token is None or user is None or not hasattr(user, "spawners"):
+            self.log.warning("Port report refused: not a user's token (%r)", user)
             raise web.HTTPError(403, "not a server token")
         for spawner in list(user.spawners.values()):
             own = getattr(spawner, "api_token", None)
@@ -43,6 +44,10 @@ class PortReportHandler(APIHandler):
             spawner.port_reported(port)
             self.set_status(204)
             return
+        self.log.warning(
+            "Port report refused for %s: token matches none of %s",
+            user.name, [(name, bool(getattr(sp, "api_token", None))) for name, sp in user.spawners.items()],
+        )
         raise web.HTTPError(403, "token does not belong to a starting server")
 
 

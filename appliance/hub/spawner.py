@@ -322,11 +322,12 @@ class BatchSpawner(Spawner):
             "env": self._job_env(),
             "submit": sched.build_submit(request),
         }
-        t_submit = time.monotonic()
         try:
             answer = await self._run_helper(payload)
         except SubmitError as e:
             raise SpawnError(f"Submission to {opts.backend} failed: {e}")
+        # Any query that starts from now on must list the job (if it still exists).
+        t_submit = time.monotonic()
         self.job_id = answer["job_id"]
         self.job_host = ""
         self._emit(f"Job {self.job_id} submitted", 20)

@@ -43,20 +43,54 @@ install_pool_key() {
   install -m 0600 -o root -g root "$SECRETS/POOL" /etc/condor/passwords.d/POOL
 }
 
-# ensure_hubsvc_account: the hub's service identity needs a schedd user record before the schedd
-# lets it change the queue (23.x). Give it an unprivileged unix account on the schedd host, the way
-# the schedd expects job owners to exist, and, once the schedd runs, add its user record.
+# The hub's service identity (IDTOKEN subject hubsvc@mini.test) is a QUEUE_SUPER_USER on the schedds,
+# but HTCondor 23.x refuses every queue change (condor_rm, Schedd.act) from an identity that has no
+# schedd *user record* ("QMGT command failed: anonymous user not permitted") before it even looks at
+# super-user status. Records are normally made by a first submission. `condor_qusers -add` would be
+# the tool for it, but in 23.9 it never asks the schedd to create the record (it prints
+# "add succeeded" with Result = 2, i.e. "no such user"). So:
+#  ensure_hubsvc_account: an unprivileged, login-less unix account hubsvc on the schedd host (the
+#                         schedd expects job owners to exist as accounts);
+#  add_hubsvc_userrec:    once the schedd answers, submit one held no-op job as hubsvc (local FS
+#                         authentication, so the identity is exactly hubsvc@mini.test) and remove it.
+#                         The user record stays (in the schedd's job queue log).
 ensure_hubsvc_account() {
   getent group hubsvc >/dev/null || groupadd -r hubsvc
   id hubsvc >/dev/null 2>&1 || useradd -r -g hubsvc -M -d /nonexistent -s /usr/sbin/nologin hubsvc
 }
 
-# add_hubsvc_userrec (background): wait until the local schedd answers, then add the record.
 add_hubsvc_userrec() {
-  local start=$SECONDS
-  until condor_qusers hubsvc -add >/dev/null 2>&1; do
-    if (( SECONDS - start >= 300 )); then clog "could not add the hubsvc user record"; return 1; fi
+  local start=$SECONDS out
+  until condor_qusers -af User >/dev/null 2>&1; do   # readiness: the schedd answers queries
+    if (( SECONDS - start >= 300 )); then clog "schedd did not come up"; return 1; fi
     sleep 0.5
   done
-  clog "schedd user record for hubsvc present"
+  if condor_qusers -af User 2>/dev/null | grep -qx 'hubsvc@mini.test'; then
+    clog "schedd user record for hubsvc@mini.test present"; return 0
+  fi
+  out=$(cd /tmp && printf '%s\n' 'executable = /bin/true' 'initialdir = /' 'should_transfer_files = NO' \
+          'hold = true' '+JbaUserRecordBootstrap = true' 'queue' \
+        | runuser -u hubsvc -- condor_submit -terse - 2>&1) || { clog "bootstrap submit failed: $out"; return 1; }
+  runuser -u hubsvc -- condor_rm -constraint 'JbaUserRecordBootstrap =?= true' >/dev/null 2>&1 || true
+  if condor_qusers -af User 2>/dev/null | grep -qx 'hubsvc@mini.test'; then
+    clog "created the schedd user record for hubsvc@mini.test"
+  else
+    clog "could not create the schedd user record for hubsvc@mini.test"; return 1
+  fi
+}
+
+# run_condor_master: condor_master in the foreground of the container. On SIGTERM (podman stop)
+# HTCondor's default is a GRACEFUL shutdown, which waits for running jobs (up to
+# SHUTDOWN_GRACEFUL_TIMEOUT, 30 min) and outlasts podman's 10 s stop timeout; the mini site asks
+# for a FAST shutdown (SIGQUIT: jobs are killed, the daemons exit at once) instead.
+run_condor_master() {
+  condor_master -f &
+  local pid=$!
+  trap 'kill -QUIT "$pid" 2>/dev/null' TERM INT
+  trap 'kill -HUP "$pid" 2>/dev/null' HUP     # condor_master: HUP = reconfig
+  local rc=0
+  while kill -0 "$pid" 2>/dev/null; do
+    wait "$pid" && rc=0 || rc=$?    # wait returns early (>128) when a trapped signal arrives
+  done
+  exit "$rc"
 }

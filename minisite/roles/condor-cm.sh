@@ -31,5 +31,10 @@ if [ ! -s "$SECRETS/hubsvc.token" ] || [ "$SECRETS/POOL" -nt "$SECRETS/hubsvc.to
   mv -f "$SECRETS/.hubsvc.token.tmp" "$SECRETS/hubsvc.token"
   clog "created the hubsvc@mini.test IDTOKEN"
 fi
+# The appliance mounts only the hub-token volume, never the pool key (which could mint any identity).
+if [ -d /hub-token ] && ! cmp -s "$SECRETS/hubsvc.token" /hub-token/hubsvc.token; then
+  install -m 0600 "$SECRETS/hubsvc.token" /hub-token/.hubsvc.token.tmp
+  mv -f /hub-token/.hubsvc.token.tmp /hub-token/hubsvc.token
+fi
 
-exec condor_master -f
+run_condor_master

@@ -6,4 +6,4 @@ set -euo pipefail
 install_condor_config exec
 install_keytab
 install_pool_key
-exec condor_master -f
+run_condor_master

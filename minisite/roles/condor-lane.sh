@@ -8,4 +8,4 @@ install_keytab
 install_pool_key
 ensure_hubsvc_account
 add_hubsvc_userrec &
-exec condor_master -f
+run_condor_master

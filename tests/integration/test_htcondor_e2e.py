@@ -25,7 +25,9 @@ def lane_jobs(user: str) -> list[dict]:
 def test_http_redirects_to_https(site):
     import requests
 
-    r = requests.get("http://localhost:8080/hub/login", allow_redirects=False, timeout=10)
+    s = requests.Session()
+    s.trust_env = False
+    r = s.get("http://localhost:8080/hub/login", allow_redirects=False, timeout=10)
     assert r.status_code == 301
     assert r.headers["Location"].startswith("https://localhost:8443/hub/login")
 

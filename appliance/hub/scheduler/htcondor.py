@@ -77,6 +77,9 @@ def build_description(
         "accounting_group": accounting_group,
         "accounting_group_user": request.user,
         "allowed_job_duration": str(int(request.runtime_seconds)),
+        # A notebook is not restartable elsewhere (its one-time env file is gone, the hub routes
+        # to the old host): if the job would start a second time, remove it instead.
+        "periodic_remove": "NumJobStarts > 1",
     }
     if o.gpus:
         desc["request_gpus"] = str(int(o.gpus))
@@ -92,6 +95,8 @@ def build_description(
 def submit_as_user(submit: dict) -> str:
     """Runs inside the submit helper, as the user. Returns "cluster.proc"."""
     os.environ["_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS"] = "KERBEROS"
+    if not os.environ.get("KRB5CCNAME"):
+        raise RuntimeError("no Kerberos ticket: log out and log in again")
     if submit.get("condor_config"):
         os.environ["CONDOR_CONFIG"] = submit["condor_config"]
     import htcondor2 as htcondor
@@ -104,9 +109,9 @@ def submit_as_user(submit: dict) -> str:
 def _locate_schedd(htcondor, collector: Optional[str], schedd_name: Optional[str]):
     coll = htcondor.Collector(collector) if collector else htcondor.Collector()
     if schedd_name:
-        ad = coll.locate(htcondor.DaemonTypes.Schedd, schedd_name)
+        ad = coll.locate(htcondor.DaemonType.Schedd, schedd_name)
     else:
-        ad = coll.locate(htcondor.DaemonTypes.Schedd)
+        ad = coll.locate(htcondor.DaemonType.Schedd)
     return htcondor.Schedd(ad)
 
 
@@ -194,6 +199,9 @@ class HTCondorScheduler(Scheduler):
     def _bindings(self):
         if self._htcondor is None:
             os.environ.setdefault("CONDOR_CONFIG", self.condor_config)
+            # The hub acts only as its service identity (IDTOKEN). With a host keytab present,
+            # root's KERBEROS would win and map to an identity without rights.
+            os.environ["_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS"] = "IDTOKENS"
             import htcondor2
 
             self._htcondor = htcondor2

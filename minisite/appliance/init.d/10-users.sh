@@ -3,7 +3,8 @@
 set -euo pipefail
 getent group belle2 >/dev/null || groupadd -g 3001 belle2
 getent group upex >/dev/null || groupadd -g 3002 upex
-tail -n +2 /etc/minisite/users.tsv | while IFS=$'\t' read -r user uid groups _pw; do
+# Tabs are IFS whitespace (an empty groups column would collapse): split on '|' instead.
+tail -n +2 /etc/minisite/users.tsv | tr '\t' '|' | while IFS='|' read -r user uid groups _pw; do
   [ -n "$user" ] || continue
   getent group "$user" >/dev/null || groupadd -g "$uid" "$user"
   id "$user" >/dev/null 2>&1 || useradd -M -u "$uid" -g "$uid" -d "/home/$user" -s /bin/bash ${groups:+-G "$groups"} "$user"

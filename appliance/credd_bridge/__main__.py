@@ -1,0 +1,142 @@
+"""``python -m appliance.credd_bridge``: the credential bridge daemon (runs as root).
+
+Every option has an environment variable (shown in ``--help``); the command line wins.
+Logs go to stderr (supervisor collects them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import grp
+import logging
+import os
+import signal
+import sys
+from typing import Optional
+
+from . import DEFAULT_CCACHE_DIR, DEFAULT_SOCKET
+from .bridge import Bridge, parse_principal_map
+from .credstore import HTCondorCredStore, MemoryCredStore
+from .server import BridgeServer
+
+
+def _env(name: str, default: Optional[str] = None) -> Optional[str]:
+    return os.environ.get("CREDD_BRIDGE_" + name, default)
+
+
+def _uid_list(text: str) -> list[int]:
+    out = []
+    for part in text.replace(",", " ").split():
+        if part.isdigit():
+            out.append(int(part))
+        else:
+            import pwd
+
+            out.append(pwd.getpwnam(part).pw_uid)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m appliance.credd_bridge",
+        description="Take login ticket caches from the hub, check them, store them in the "
+        "HTCondor credd and keep them renewed.",
+    )
+    ap.add_argument("--socket", default=_env("SOCKET", DEFAULT_SOCKET),
+                    help="Unix socket path [CREDD_BRIDGE_SOCKET] (default %(default)s)")
+    ap.add_argument("--socket-mode", default=_env("SOCKET_MODE", "0660"),
+                    help="socket file mode, octal [CREDD_BRIDGE_SOCKET_MODE] (default %(default)s)")
+    ap.add_argument("--socket-group", default=_env("SOCKET_GROUP"),
+                    help="group owning the socket [CREDD_BRIDGE_SOCKET_GROUP]")
+    ap.add_argument("--allow-uid", action="append", default=[],
+                    help="uid or user name that may hand over caches besides root; repeatable "
+                    "[CREDD_BRIDGE_ALLOWED_UIDS, comma separated]")
+    ap.add_argument("--realm", default=_env("REALM"),
+                    help="expected principal is USER@REALM [CREDD_BRIDGE_REALM]")
+    ap.add_argument("--principal-map", action="append", default=[],
+                    help="USER=PRINCIPAL exceptions; repeatable "
+                    "[CREDD_BRIDGE_PRINCIPAL_MAP, comma separated]")
+    ap.add_argument("--ccache-dir", default=_env("CCACHE_DIR", DEFAULT_CCACHE_DIR),
+                    help="handed-over caches must be directly in this directory; empty: "
+                    "anywhere [CREDD_BRIDGE_CCACHE_DIR] (default %(default)s)")
+    ap.add_argument("--store", choices=("htcondor", "memory"), default=_env("STORE", "htcondor"),
+                    help="where checked caches go [CREDD_BRIDGE_STORE] (default %(default)s)")
+    ap.add_argument("--credd-name", default=_env("CREDD_NAME"),
+                    help="credd to locate via the collector; default: the local/default credd "
+                    "[CREDD_BRIDGE_CREDD_NAME]")
+    ap.add_argument("--credd-user-template", default=_env("CREDD_USER_TEMPLATE", "{user}"),
+                    help="user name given to the credd [CREDD_BRIDGE_CREDD_USER_TEMPLATE] "
+                    "(default %(default)s)")
+    ap.add_argument("--renew-fraction", type=float,
+                    default=float(_env("RENEW_FRACTION", "0.5")),
+                    help="renew after this fraction of a ticket's lifetime "
+                    "[CREDD_BRIDGE_RENEW_FRACTION] (default %(default)s)")
+    ap.add_argument("--renew-margin", type=int, default=int(_env("RENEW_MARGIN", "300")),
+                    help="renew at the latest this many seconds before expiry "
+                    "[CREDD_BRIDGE_RENEW_MARGIN] (default %(default)s)")
+    ap.add_argument("--retry-min", type=float, default=float(_env("RETRY_MIN", "30")),
+                    help="first retry delay after a failure, doubling "
+                    "[CREDD_BRIDGE_RETRY_MIN] (default %(default)s)")
+    ap.add_argument("--retry-max", type=float, default=float(_env("RETRY_MAX", "600")),
+                    help="longest retry delay [CREDD_BRIDGE_RETRY_MAX] (default %(default)s)")
+    ap.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"),
+                    help="[CREDD_BRIDGE_LOG_LEVEL] (default %(default)s)")
+    return ap
+
+
+def make_server(args: argparse.Namespace) -> BridgeServer:
+    allowed = _uid_list(",".join(args.allow_uid) or (_env("ALLOWED_UIDS") or ""))
+    pmap_items = args.principal_map or ([_env("PRINCIPAL_MAP")] if _env("PRINCIPAL_MAP") else [])
+    principal_map = parse_principal_map(pmap_items)
+    if not args.realm and not principal_map:
+        raise SystemExit("credd-bridge: set --realm (or CREDD_BRIDGE_REALM)")
+    if args.store == "memory":
+        store = MemoryCredStore()
+    else:
+        store = HTCondorCredStore(args.credd_name, args.credd_user_template)
+    bridge = Bridge(
+        store,
+        realm=args.realm,
+        principal_map=principal_map,
+        ccache_dir=args.ccache_dir or None,
+        renew_fraction=args.renew_fraction,
+        renew_margin=args.renew_margin,
+        retry_min=args.retry_min,
+        retry_max=args.retry_max,
+    )
+    gid = None
+    if args.socket_group:
+        gid = int(args.socket_group) if args.socket_group.isdigit() else grp.getgrnam(
+            args.socket_group).gr_gid
+    return BridgeServer(
+        bridge, args.socket, allowed_uids=allowed, socket_mode=int(args.socket_mode, 8),
+        socket_gid=gid,
+    )
+
+
+async def _run(server: BridgeServer) -> None:
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger("appliance.credd_bridge").info("stopping")
+    await server.close()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s credd-bridge %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    server = make_server(args)
+    asyncio.run(_run(server))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""The bridge's core: check a handed-over ccache, store it, keep it renewed, track state.
+
+No sockets and no event loop here (see :mod:`.server`); time, the KDC renewal,
+the user database and the credd are all injected, so the logic is testable.
+
+Per-user state (what ``state``/``states`` return)::
+
+    {"user", "principal", "state", "valid_until", "renew_until", "last_forwarded",
+     "last_renewed", "next_action", "error"}
+
+``state`` is one of
+
+* ``active``   - the credd has a valid copy; the next renewal is at ``next_action``
+* ``retrying`` - a renewal or a credd store failed (``error`` says which and why);
+  retried with exponential backoff at ``next_action``; the ticket is still valid
+  until ``valid_until``
+* ``final``    - the ticket cannot be extended any more (renew-till reached); the
+  credd copy is valid until ``valid_until``, then the state becomes ``expired``
+* ``expired``  - ``valid_until`` has passed; the user must log in again
+
+Times are integer seconds since the epoch (``null`` if unknown).
+A refusal stores nothing and leaves an existing state untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import pwd
+import re
+import threading
+import time
+from typing import Callable, Iterable, Mapping, Optional
+
+from appliance import ccache
+from appliance.ccache import CCacheError, Refusal
+
+from . import DEFAULT_CCACHE_DIR, protocol
+from .credstore import CredStore
+
+log = logging.getLogger("appliance.credd_bridge")
+
+ACTIVE = "active"
+RETRYING = "retrying"
+FINAL = "final"
+EXPIRED = "expired"
+
+_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_CCTYPE_RE = re.compile(r"^[A-Za-z0-9]+:")
+
+
+class BridgeRefused(Refusal):
+    """A request the bridge refuses before or instead of reading a file."""
+
+
+class CreddStoreFailed(Exception):
+    """The credential was valid and is kept, but the credd did not take it (retried)."""
+
+    def __init__(self, message: str, state: dict):
+        super().__init__(message)
+        self.message = message
+        self.state = state
+
+
+def _iso(ts: Optional[float]) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+@dataclasses.dataclass
+class UserRecord:
+    user: str
+    principal: str
+    ccache: bytes = dataclasses.field(repr=False)
+    valid_until: int = 0
+    renew_until: Optional[int] = None
+    state: str = ACTIVE
+    error: Optional[str] = None
+    last_forwarded: Optional[float] = None
+    last_renewed: Optional[float] = None
+    next_action: Optional[float] = None
+    pending_store: bool = False
+    failures: int = 0
+    generation: int = 0
+
+    def public(self) -> dict:
+        def t(v):
+            return None if v is None else int(v)
+
+        return {
+            "user": self.user,
+            "principal": self.principal,
+            "state": self.state,
+            "valid_until": t(self.valid_until),
+            "renew_until": t(self.renew_until),
+            "last_forwarded": t(self.last_forwarded),
+            "last_renewed": t(self.last_renewed),
+            "next_action": t(self.next_action),
+            "error": self.error,
+        }
+
+
+def _pwd_uid(user: str) -> int:
+    return pwd.getpwnam(user).pw_uid
+
+
+class Bridge:
+    """Checks, stores and renews users' Kerberos credentials.
+
+    ``store``: a :class:`~.credstore.CredStore` (the credd).
+    ``realm``: expected principal is ``user@realm`` unless ``principal_map`` names one.
+    ``uid_for``: user name -> uid (default: the passwd database); KeyError = unknown.
+    ``ccache_dir``: if set, a handed-over path must be a file directly in this directory.
+    ``clock``: returns seconds since the epoch.  ``renewer``: bytes -> renewed bytes.
+    """
+
+    def __init__(
+        self,
+        store: CredStore,
+        *,
+        realm: Optional[str] = None,
+        principal_map: Optional[Mapping[str, str]] = None,
+        uid_for: Callable[[str], int] = _pwd_uid,
+        ccache_dir: Optional[str] = DEFAULT_CCACHE_DIR,
+        clock: Callable[[], float] = time.time,
+        renewer: Callable[[bytes], bytes] = ccache.renew,
+        renew_fraction: float = 0.5,
+        renew_margin: int = 300,
+        retry_min: float = 30.0,
+        retry_max: float = 600.0,
+        max_size: int = ccache.MAX_CCACHE_SIZE,
+    ) -> None:
+        self.store_backend = store
+        self.realm = realm
+        self.principal_map = dict(principal_map or {})
+        self.uid_for = uid_for
+        self.ccache_dir = os.path.normpath(ccache_dir) if ccache_dir else None
+        self.clock = clock
+        self.renewer = renewer
+        self.renew_fraction = renew_fraction
+        self.renew_margin = renew_margin
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.max_size = max_size
+        self._lock = threading.Lock()
+        self._user_locks: dict[str, threading.Lock] = {}
+        self._users: dict[str, UserRecord] = {}
+        #: called (from any thread) whenever a schedule changed; the loop sets it.
+        self.on_change: Optional[Callable[[], None]] = None
+
+    # -- helpers -------------------------------------------------------------
+
+    def expected_principal(self, user: str) -> str:
+        if user in self.principal_map:
+            return self.principal_map[user]
+        if not self.realm:
+            raise BridgeRefused(protocol.UNKNOWN_USER, f"no principal configured for {user}")
+        return f"{user}@{self.realm}"
+
+    def _user_lock(self, user: str) -> threading.Lock:
+        with self._lock:
+            lock = self._user_locks.get(user)
+            if lock is None:
+                lock = self._user_locks[user] = threading.Lock()
+            return lock
+
+    def _retry_delay(self, failures: int) -> float:
+        return min(self.retry_max, self.retry_min * (2 ** max(0, failures - 1)))
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def _read(self, ccache_path: str, uid: int) -> bytes:
+        path = ccache_path
+        if path.startswith("FILE:"):
+            path = path[len("FILE:") :]
+        elif _CCTYPE_RE.match(path):
+            raise BridgeRefused(protocol.BAD_PATH, "only FILE: ticket caches are accepted")
+        if "\0" in path or not os.path.isabs(path) or os.path.normpath(path) != path:
+            raise BridgeRefused(protocol.BAD_PATH, "path must be absolute and normalised")
+        directory, name = os.path.split(path)
+        if not name:
+            raise BridgeRefused(protocol.BAD_PATH, "path names a directory")
+        if self.ccache_dir is not None and directory != self.ccache_dir:
+            raise BridgeRefused(protocol.BAD_PATH, f"ticket caches must be in {self.ccache_dir}")
+        try:
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise BridgeRefused(protocol.BAD_PATH, f"cannot open directory: {exc.strerror}") from None
+        try:
+            return ccache.read_private_file(
+                name, expected_uid=uid, max_size=self.max_size, dir_fd=dfd
+            )
+        finally:
+            os.close(dfd)
+
+    def _schedule(self, rec: UserRecord, tgt: ccache.Credential, now: float) -> None:
+        rec.valid_until = tgt.endtime
+        rec.renew_until = tgt.renew_till if tgt.renewable else None
+        rec.error = None
+        rec.failures = 0
+        at = ccache.renew_at(tgt, fraction=self.renew_fraction, margin=self.renew_margin)
+        if at is None:
+            rec.state = FINAL
+            rec.next_action = tgt.endtime
+        else:
+            rec.state = ACTIVE
+            rec.next_action = max(at, now)
+
+    def _fail(self, rec: UserRecord, now: float, message: str) -> None:
+        rec.failures += 1
+        rec.state = RETRYING
+        rec.error = message
+        rec.next_action = min(now + self._retry_delay(rec.failures), rec.valid_until)
+        log.warning(
+            "user %s: %s; retry %d at %s (ticket valid until %s)",
+            rec.user, message, rec.failures, _iso(rec.next_action), _iso(rec.valid_until),
+        )
+
+    # -- operations ------------------------------------------------------------
+
+    def store(self, user: str, ccache_path: str) -> dict:
+        """Check the ccache at ``ccache_path`` as ``user``'s and store it.
+
+        Returns the user's public state.  Raises a :class:`~appliance.ccache.Refusal`
+        (nothing stored) or :class:`CreddStoreFailed` (kept and retried).
+        """
+        if not isinstance(user, str) or not _USER_RE.match(user):
+            raise BridgeRefused(protocol.BAD_REQUEST, "invalid user name")
+        if not isinstance(ccache_path, str):
+            raise BridgeRefused(protocol.BAD_REQUEST, "invalid ccache_path")
+        try:
+            uid = self.uid_for(user)
+        except KeyError:
+            raise BridgeRefused(protocol.UNKNOWN_USER, f"no such user: {user}") from None
+        expected = self.expected_principal(user)
+        try:
+            data = self._read(ccache_path, uid)
+            try:
+                cc = ccache.parse(data)
+            except CCacheError as exc:
+                raise ccache.CredentialRefused("malformed", f"not a usable ticket cache: {exc}")
+            now = self.clock()
+            tgt = ccache.check_tgt(cc, expected, now)
+            payload = cc.minimal()
+        except Refusal as exc:
+            log.warning("user %s: refused ticket cache (%s: %s)", user, exc.code, exc.message)
+            raise
+
+        with self._user_lock(user):
+            with self._lock:
+                old = self._users.get(user)
+                generation = old.generation + 1 if old else 1
+            rec = UserRecord(user=user, principal=expected, ccache=payload, generation=generation)
+            rec.valid_until = tgt.endtime
+            rec.renew_until = tgt.renew_till if tgt.renewable else None
+            try:
+                self.store_backend.put(user, payload)
+            except Exception as exc:  # noqa: BLE001 - any store failure is retried
+                rec.pending_store = True
+                self._fail(rec, now, f"credd store failed: {exc}")
+                with self._lock:
+                    self._users[user] = rec
+                self._changed()
+                raise CreddStoreFailed(rec.error or "credd store failed", rec.public()) from None
+            rec.last_forwarded = now
+            self._schedule(rec, tgt, now)
+            with self._lock:
+                self._users[user] = rec
+        log.info(
+            "user %s: stored ticket of %s valid until %s, renewable until %s; %s, next at %s",
+            user, expected, _iso(rec.valid_until), _iso(rec.renew_until), rec.state,
+            _iso(rec.next_action),
+        )
+        self._changed()
+        return rec.public()
+
+    def state(self, user: str) -> Optional[dict]:
+        with self._lock:
+            rec = self._users.get(user)
+            return rec.public() if rec else None
+
+    def states(self) -> dict:
+        with self._lock:
+            return {u: r.public() for u, r in sorted(self._users.items())}
+
+    def forget(self, user: str) -> bool:
+        """Stop tracking ``user`` (the credd's copy is left alone)."""
+        with self._user_lock(user):
+            with self._lock:
+                return self._users.pop(user, None) is not None
+
+    def next_wakeup(self) -> Optional[float]:
+        with self._lock:
+            times = [r.next_action for r in self._users.values() if r.next_action is not None]
+        return min(times) if times else None
+
+    def due(self, now: Optional[float] = None) -> list[str]:
+        now = self.clock() if now is None else now
+        with self._lock:
+            return sorted(
+                u for u, r in self._users.items()
+                if r.next_action is not None and r.next_action <= now
+            )
+
+    def run_due(self) -> list[str]:
+        """Do every due action (renew, re-store, expire).  Never raises."""
+        acted = self.due()
+        for user in acted:
+            try:
+                self._tick(user)
+            except Exception:  # noqa: BLE001 - one user's bug must not stop the others
+                log.exception("user %s: unexpected error during renewal", user)
+                with self._lock:
+                    rec = self._users.get(user)
+                    if rec is not None:
+                        self._fail(rec, self.clock(), "internal error during renewal")
+        return acted
+
+    def _tick(self, user: str) -> None:
+        with self._lock:
+            rec = self._users.get(user)
+            if rec is None or rec.next_action is None:
+                return
+            generation, data, pending = rec.generation, rec.ccache, rec.pending_store
+        now = self.clock()
+        if now >= rec.valid_until:
+            with self._lock:
+                if rec.generation == generation and rec.state != EXPIRED:
+                    rec.state = EXPIRED
+                    rec.ccache = b""
+                    rec.next_action = None
+                    rec.pending_store = False
+                    log.info("user %s: ticket expired at %s", user, _iso(rec.valid_until))
+            return
+
+        tgt = ccache.parse(data).tgt
+        assert tgt is not None  # stored caches always hold a TGT
+        at = ccache.renew_at(tgt, fraction=self.renew_fraction, margin=self.renew_margin)
+        renewed = False
+        if at is not None and now >= at:
+            try:
+                new = self.renewer(data)
+                new_tgt = ccache.parse(new).tgt
+                if new_tgt is None or str(new_tgt.client) != rec.principal:
+                    raise ccache.RenewError("renewal returned a ticket for another principal")
+            except Exception as exc:  # noqa: BLE001 - KDC down, refused, ...
+                with self._lock:
+                    if rec.generation == generation:
+                        self._fail(rec, now, f"renewal failed: {exc}")
+                return
+            data, tgt, pending, renewed = new, new_tgt, True, True
+
+        with self._user_lock(user):
+            with self._lock:
+                if rec.generation != generation or self._users.get(user) is not rec:
+                    return  # a newer login was stored (or the user forgotten) meanwhile
+                rec.ccache = data
+                rec.valid_until = tgt.endtime
+                rec.renew_until = tgt.renew_till if tgt.renewable else None
+                if renewed:
+                    rec.last_renewed = now
+                    log.info("user %s: renewed, valid until %s", user, _iso(tgt.endtime))
+            if pending:
+                try:
+                    self.store_backend.put(user, data)
+                except Exception as exc:  # noqa: BLE001
+                    with self._lock:
+                        rec.pending_store = True
+                        self._fail(rec, now, f"credd store failed: {exc}")
+                    return
+                with self._lock:
+                    rec.pending_store = False
+                    rec.last_forwarded = now
+            with self._lock:
+                self._schedule(rec, tgt, now)
+
+
+async def renewal_loop(
+    bridge: Bridge,
+    wake: asyncio.Event,
+    *,
+    max_sleep: float = 60.0,
+    min_sleep: float = 0.05,
+    stop: Optional[asyncio.Event] = None,
+) -> None:
+    """Run ``bridge.run_due`` whenever something is due; ``wake`` re-plans early.
+
+    The blocking work runs in a thread.  Sleeps are capped at ``max_sleep`` so
+    clock jumps are noticed.
+    """
+    while stop is None or not stop.is_set():
+        await asyncio.to_thread(bridge.run_due)
+        nxt = bridge.next_wakeup()
+        if nxt is None:
+            delay = max_sleep
+        else:
+            delay = min(max(nxt - bridge.clock(), min_sleep), max_sleep)
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=delay)
+        except asyncio.TimeoutError:
+            pass
+        wake.clear()
+
+
+def parse_principal_map(items: Iterable[str]) -> dict[str, str]:
+    """``["alice=alice@REALM", "bob=robert@OTHER"]`` (or comma-separated) -> dict."""
+    out: dict[str, str] = {}
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            user, sep, principal = part.partition("=")
+            if not sep or not user.strip() or not principal.strip():
+                raise ValueError(f"bad principal mapping {part!r} (want user=principal)")
+            out[user.strip()] = principal.strip()
+    return out

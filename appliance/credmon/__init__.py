@@ -1,0 +1,331 @@
+"""A Kerberos credmon for HTCondor credd hosts and execute nodes.
+
+HTCondor's side of the contract (``SEC_CREDENTIAL_DIRECTORY_KRB``, here ``<dir>``):
+
+* the credd (or, on an execute node, the starter) writes ``<dir>/<user>.cred``,
+  root-owned 0600, holding what was stored with ``add_user_cred(Kerberos, ...)``:
+  for this appliance a FILE ccache (the bridge stores one);
+* it then sends SIGHUP to the pid in ``<dir>/pid`` and waits for
+  ``<dir>/<user>.cc``; at start-up it waits for ``<dir>/CREDMON_COMPLETE``;
+* HTCondor never contacts the KDC: keeping tickets alive is the credmon's job.
+
+What this credmon does on every pass (at start, on SIGHUP, and whenever a ticket
+is due for renewal, at the latest every ``max_sleep`` seconds):
+
+* for each ``<user>.cred``: read it safely (no symlink, one link, owner root,
+  no group/other bits, <= 1 MiB), parse it, optionally check the principal is
+  ``user@REALM``; pick the newer of ``.cred`` and an existing ``.cc`` (later
+  authtime, then later endtime);
+* renew the TGT at the KDC when due (half its lifetime, at the latest 5 minutes
+  before expiry, never past renew-till); on failure log and retry with backoff;
+* write ``<user>.cc`` (FILE ccache, owner root, mode 0600, temp file + rename)
+  when its content changed, and write the renewed ticket back to ``<user>.cred``
+  too (only if ``.cred`` did not change since it was read);
+* touch ``<dir>/CREDMON_COMPLETE``.
+
+``<dir>/pid`` is written world-readable (0644), as HTCondor reads it.
+Debian's ``condor_credmon_krb`` is not used: it renews only tickets older than an
+hour, on a 5-minute timer.  The ccache logic is shared with the bridge
+(:mod:`appliance.ccache`).  Ticket contents are never logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import secrets
+import stat
+import time
+from typing import Callable, Optional
+
+from appliance import ccache
+from appliance.ccache import CCacheError, Refusal
+
+log = logging.getLogger("appliance.credmon")
+
+COMPLETE = "CREDMON_COMPLETE"
+PID_FILE = "pid"
+_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+def atomic_write(
+    dir_fd: int, name: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0
+) -> None:
+    """Replace ``name`` in the directory ``dir_fd`` with ``data``: a new file with
+    ``mode`` and (when running as root) owner ``uid:gid`` is written and fsynced
+    under a temporary name, then renamed over ``name``.  Readers see the old or the
+    new content, never a mix; a symlink at ``name`` is replaced, not followed."""
+    tmp = f".{name}.tmp.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+        dir_fd=dir_fd,
+    )
+    try:
+        try:
+            os.fchmod(fd, mode)  # whatever the umask
+            if os.geteuid() == 0:
+                os.fchown(fd, uid, gid)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+    try:
+        os.fsync(dir_fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on dirs
+        pass
+
+
+@dataclasses.dataclass
+class UserStatus:
+    user: str
+    principal: Optional[str] = None
+    valid_until: Optional[int] = None
+    renew_until: Optional[int] = None
+    wrote_cc: bool = False
+    wrote_cred: bool = False
+    renewed: bool = False
+    error: Optional[str] = None
+    next_action: Optional[float] = None
+
+
+class KerberosCredmon:
+    """One credential directory.  ``scan()`` is one pass; ``run_forever()`` the daemon."""
+
+    def __init__(
+        self,
+        cred_dir: str,
+        *,
+        realm: Optional[str] = None,
+        clock: Callable[[], float] = time.time,
+        renewer: Callable[[bytes], bytes] = ccache.renew,
+        renew_fraction: float = 0.5,
+        renew_margin: int = 300,
+        retry_min: float = 30.0,
+        retry_max: float = 600.0,
+        cred_uid: int = 0,
+        cc_uid: int = 0,
+        cc_gid: int = 0,
+    ) -> None:
+        self.cred_dir = cred_dir
+        self.realm = realm
+        self.clock = clock
+        self.renewer = renewer
+        self.renew_fraction = renew_fraction
+        self.renew_margin = renew_margin
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.cred_uid = cred_uid
+        self.cc_uid = cc_uid
+        self.cc_gid = cc_gid
+        #: user -> (failures, earliest next attempt)
+        self._retry: dict[str, tuple[int, float]] = {}
+        self.status: dict[str, UserStatus] = {}
+
+    # -- directory housekeeping -------------------------------------------------
+
+    def _open_dir(self) -> int:
+        return os.open(self.cred_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def write_pid(self, pid: Optional[int] = None) -> None:
+        dfd = self._open_dir()
+        try:
+            atomic_write(dfd, PID_FILE, f"{pid or os.getpid()}\n".encode(), mode=0o644)
+        finally:
+            os.close(dfd)
+
+    def clear_complete(self) -> None:
+        try:
+            os.unlink(os.path.join(self.cred_dir, COMPLETE))
+        except FileNotFoundError:
+            pass
+
+    def touch_complete(self) -> None:
+        dfd = self._open_dir()
+        try:
+            fd = os.open(COMPLETE, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=dfd)
+            try:
+                os.utime(fd)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dfd)
+
+    def users(self) -> list[str]:
+        out = []
+        for name in os.listdir(self.cred_dir):
+            if name.endswith(".cred"):
+                user = name[: -len(".cred")]
+                if _USER_RE.match(user):
+                    out.append(user)
+        return sorted(out)
+
+    # -- one pass ------------------------------------------------------------------
+
+    def scan(self) -> dict[str, UserStatus]:
+        """Process every ``<user>.cred`` once, then touch CREDMON_COMPLETE."""
+        users = self.users()
+        result: dict[str, UserStatus] = {}
+        for user in users:
+            try:
+                result[user] = self.process_user(user)
+            except Exception:  # noqa: BLE001 - one user's problem must not stop the pass
+                log.exception("%s: unexpected error", user)
+                result[user] = UserStatus(user=user, error="internal error",
+                                          next_action=self.clock() + self.retry_min)
+        for gone in set(self._retry) - set(users):
+            del self._retry[gone]
+        self.status = result
+        self.touch_complete()
+        return result
+
+    def next_wakeup(self) -> Optional[float]:
+        times = [s.next_action for s in self.status.values() if s.next_action is not None]
+        return min(times) if times else None
+
+    def _read(self, dfd: int, name: str) -> tuple[bytes, os.stat_result]:
+        return ccache.read_private(name, expected_uid=self.cred_uid, dir_fd=dfd)
+
+    def _read_cc(self, dfd: int, name: str) -> Optional[bytes]:
+        try:
+            return ccache.read_private_file(name, expected_uid=self.cc_uid, dir_fd=dfd)
+        except Refusal as exc:
+            if exc.code != "not_found":
+                log.warning("%s: existing %s not usable (%s); rewriting", name, name, exc.code)
+            return None
+
+    def process_user(self, user: str) -> UserStatus:
+        status = UserStatus(user=user)
+        now = self.clock()
+        dfd = self._open_dir()
+        try:
+            cred_name, cc_name = f"{user}.cred", f"{user}.cc"
+            try:
+                cred_data, cred_st = self._read(dfd, cred_name)
+                cred = ccache.parse(cred_data)
+            except (Refusal, CCacheError) as exc:
+                status.error = f"{cred_name}: {getattr(exc, 'code', 'malformed')}: {exc}"
+                log.warning("%s", status.error)
+                return status
+            if self.realm and str(cred.principal) != f"{user}@{self.realm}":
+                status.error = f"{cred_name}: principal {cred.principal} is not {user}@{self.realm}"
+                log.warning("%s", status.error)
+                return status
+            if cred.tgt is None:
+                status.error = f"{cred_name}: no TGT"
+                log.warning("%s", status.error)
+                return status
+
+            # The newer of .cred and .cc (same principal) is the one to keep.
+            best_data, best = cred_data, cred
+            cc_data = self._read_cc(dfd, cc_name)
+            if cc_data is not None:
+                try:
+                    cc = ccache.parse(cc_data)
+                except CCacheError:
+                    cc = None
+                if cc is not None and cc.principal == cred.principal and cc.tgt is not None:
+                    key = lambda c: (c.tgt.authtime, c.tgt.endtime)  # noqa: E731
+                    if key(cc) > key(cred):
+                        best_data, best = cc_data, cc
+            tgt = best.tgt
+            assert tgt is not None
+            status.principal = str(best.principal)
+
+            if tgt.endtime <= now:
+                status.error = "ticket expired"
+                status.valid_until = tgt.endtime
+                log.warning("%s: ticket of %s expired; waiting for a new one", user, best.principal)
+                return status
+
+            at = ccache.renew_at(tgt, fraction=self.renew_fraction, margin=self.renew_margin)
+            failures, not_before = self._retry.get(user, (0, 0.0))
+            if at is not None and now >= at and now >= not_before:
+                try:
+                    new_data = self.renewer(best_data)
+                    new = ccache.parse(new_data)
+                    if new.principal != best.principal or new.tgt is None:
+                        raise ccache.RenewError("renewal returned another principal")
+                except Exception as exc:  # noqa: BLE001 - KDC down etc.: retry later
+                    failures += 1
+                    delay = min(self.retry_max, self.retry_min * 2 ** (failures - 1))
+                    self._retry[user] = (failures, now + delay)
+                    status.error = f"renewal failed: {exc}"
+                    log.warning("%s: %s (retry %d in %ds)", user, status.error, failures, delay)
+                else:
+                    self._retry.pop(user, None)
+                    best_data, best, tgt = new_data, new, new.tgt
+                    status.renewed = True
+                    log.info("%s: renewed, valid until %s", user, _iso(tgt.endtime))
+
+            if best_data != cc_data:
+                atomic_write(dfd, cc_name, best_data, uid=self.cc_uid, gid=self.cc_gid)
+                status.wrote_cc = True
+                log.info("%s: wrote %s (%s, valid until %s)", user, cc_name, best.principal,
+                         _iso(tgt.endtime))
+            if best_data != cred_data:
+                # Only if the credd did not replace .cred while we worked.
+                try:
+                    now_st = os.stat(cred_name, dir_fd=dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    now_st = None
+                if now_st is not None and (now_st.st_ino, now_st.st_mtime_ns, now_st.st_size) == (
+                    cred_st.st_ino, cred_st.st_mtime_ns, cred_st.st_size
+                ):
+                    atomic_write(dfd, cred_name, best_data, uid=cred_st.st_uid,
+                                 gid=cred_st.st_gid, mode=stat.S_IMODE(cred_st.st_mode))
+                    status.wrote_cred = True
+
+            status.valid_until = tgt.endtime
+            status.renew_until = tgt.renew_till if tgt.renewable else None
+            nxt = ccache.renew_at(tgt, fraction=self.renew_fraction, margin=self.renew_margin)
+            if user in self._retry:
+                nxt = self._retry[user][1]
+            status.next_action = min(x for x in (nxt, tgt.endtime) if x is not None)
+            return status
+        finally:
+            os.close(dfd)
+
+    # -- daemon ----------------------------------------------------------------------
+
+    def run_forever(self, *, max_sleep: float = 60.0, on_first_pass=None) -> None:
+        """Scan on start, on SIGHUP and when something is due; exit on SIGTERM/SIGINT."""
+        import signal
+
+        sigs = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        self.clear_complete()
+        self.write_pid()
+        first = True
+        while True:
+            self.scan()
+            if first and on_first_pass is not None:
+                on_first_pass()
+            first = False
+            nxt = self.next_wakeup()
+            delay = max_sleep if nxt is None else min(max(nxt - self.clock(), 0.5), max_sleep)
+            info = signal.sigtimedwait(sigs, delay)
+            if info is None or info.si_signo == signal.SIGHUP:
+                continue
+            log.info("signal %d: exiting", info.si_signo)
+            return
+
+
+def _iso(ts: Optional[float]) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+__all__ = ["KerberosCredmon", "UserStatus", "atomic_write", "COMPLETE", "PID_FILE"]
