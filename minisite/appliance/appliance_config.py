@@ -12,3 +12,4 @@ c.JupyterHub.admin_users = set()  # no admins in the demo; add e.g. {"alice"} to
 c.HTCondorScheduler.collector = "lane.mini.test"
 c.HTCondorScheduler.schedd = "lane.mini.test"
 c.HTCondorScheduler.hub_id = "appliance.mini.test"
+c.BatchSpawner.max_gpus = 2  # node3 has (fake) GPUs for the Slurm gres demo
