@@ -553,14 +553,17 @@ def renew_at(cred: Credential, *, fraction: float = 0.5, margin: int = 300) -> O
     """When ``cred`` should be renewed, or ``None`` if renewal cannot extend it.
 
     Renew once ``fraction`` of the lifetime has passed, but at the latest
-    ``margin`` seconds before it ends (never before the ticket's start).
+    ``margin`` seconds before it ends.  Never before half of that point
+    (``start + life * fraction / 2``): a ticket shorter than the margin (e.g. a
+    2-minute test ticket) would otherwise be due again the moment it was renewed,
+    and every renewal would start the next one at once.
     """
     if not cred.can_extend():
         return None
     start = cred.start
     life = max(0, cred.endtime - start)
     at = min(start + int(life * fraction), cred.endtime - margin)
-    return max(at, start)
+    return max(at, start + int(life * fraction / 2))
 
 
 # ---------------------------------------------------------------------------

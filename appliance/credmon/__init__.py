@@ -20,7 +20,9 @@ is due for renewal, at the latest every ``max_sleep`` seconds):
   before expiry, never past renew-till); on failure log and retry with backoff;
 * write ``<user>.cc`` (FILE ccache, owner root, mode 0600, temp file + rename)
   when its content changed, and write the renewed ticket back to ``<user>.cred``
-  too (only if ``.cred`` did not change since it was read);
+  too (only if ``.cred`` did not change since it was read); ``.cc`` is written
+  last, and touched when ``.cred`` is newer but holds nothing newer, so after every
+  pass ``.cc`` is at least as new as ``.cred`` (the credential bridge relies on this);
 * touch ``<dir>/CREDMON_COMPLETE``.
 
 ``<dir>/pid`` is written world-readable (0644), as HTCondor reads it.
@@ -205,6 +207,22 @@ class KerberosCredmon:
                 log.warning("%s: existing %s not usable (%s); rewriting", name, name, exc.code)
             return None
 
+    def _touch_if_older(self, dfd: int, cc_name: str, cred_name: str) -> None:
+        """The credd re-stored an identical (or older) ticket: .cc stays as it is, but its mtime
+        moves past the new .cred's, so "the credmon has seen the latest store" stays visible."""
+        try:
+            cc_st = os.stat(cc_name, dir_fd=dfd, follow_symlinks=False)
+            cred_st = os.stat(cred_name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(cc_st.st_mode) or cc_st.st_mtime_ns >= cred_st.st_mtime_ns:
+            return
+        fd = os.open(cc_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            os.utime(fd)
+        finally:
+            os.close(fd)
+
     def process_user(self, user: str) -> UserStatus:
         status = UserStatus(user=user)
         now = self.clock()
@@ -269,11 +287,9 @@ class KerberosCredmon:
                     status.renewed = True
                     log.info("%s: renewed, valid until %s", user, _iso(tgt.endtime))
 
-            if best_data != cc_data:
-                atomic_write(dfd, cc_name, best_data, uid=self.cc_uid, gid=self.cc_gid)
-                status.wrote_cc = True
-                log.info("%s: wrote %s (%s, valid until %s)", user, cc_name, best.principal,
-                         _iso(tgt.endtime))
+            # .cred first, then .cc: after a pass .cc is never older than .cred, which is how the
+            # credential bridge sees (through the credd's query, the .cc mtime) that the credmon
+            # has processed the credential it stored.
             if best_data != cred_data:
                 # Only if the credd did not replace .cred while we worked.
                 try:
@@ -286,6 +302,13 @@ class KerberosCredmon:
                     atomic_write(dfd, cred_name, best_data, uid=cred_st.st_uid,
                                  gid=cred_st.st_gid, mode=stat.S_IMODE(cred_st.st_mode))
                     status.wrote_cred = True
+            if best_data != cc_data:
+                atomic_write(dfd, cc_name, best_data, uid=self.cc_uid, gid=self.cc_gid)
+                status.wrote_cc = True
+                log.info("%s: wrote %s (%s, valid until %s)", user, cc_name, best.principal,
+                         _iso(tgt.endtime))
+            else:
+                self._touch_if_older(dfd, cc_name, cred_name)
 
             status.valid_until = tgt.endtime
             status.renew_until = tgt.renew_till if tgt.renewable else None

@@ -65,12 +65,21 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="rescan at least this often (seconds)")
     ap.add_argument("--once", action="store_true", help="one pass, then exit")
     ap.add_argument("--log-level", default=env("CREDMON_KRB_LOG_LEVEL", "INFO"))
+    ap.add_argument("--log-file", default=env("CREDMON_KRB_LOG_FILE"),
+                    help="append the log to this file instead of stderr (condor_master sends a "
+                    "daemon's stderr to /dev/null) [CREDMON_KRB_LOG_FILE]")
     args, unknown = ap.parse_known_args(argv)
 
+    if args.log_file:
+        import logging.handlers
+
+        handler: logging.Handler = logging.handlers.WatchedFileHandler(args.log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s credmon-krb %(levelname)s %(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
     )
     log = logging.getLogger("appliance.credmon")
     if unknown:

@@ -495,7 +495,7 @@ def test_real_kdc_store_and_renew(kdc, pykrb5, ccdir):
     import time as _t
     _t.sleep(1.1)
     before = s["valid_until"]
-    b.renew_margin = 600  # make it due now
+    b.renew_fraction = 0.0  # make it due now
     b.run_due()
     s2 = b.state("alice")
     assert s2["state"] == "active", s2

@@ -405,8 +405,13 @@ def test_renew_at_policy():
     # fraction 0.995 of 10 h is 2.5 min before the end, but the margin says 5 min at the latest
     tgt = ccache.parse(synth(now=now, life=36000, renew=7 * 86400)).tgt
     assert ccache.renew_at(tgt, fraction=0.995) == now + 36000 - 300
-    # 2 min ticket: margin would be before the start: clamp to start
-    assert ccache.renew_at(ccache.parse(synth(now=now, life=120)).tgt) == now
+    # 2 min ticket: the margin would be before the start; renew at a quarter of its life (not at
+    # once: a renewed 2-minute ticket would be due again at once, a renewal loop)
+    assert ccache.renew_at(ccache.parse(synth(now=now, life=120)).tgt) == now + 30
+    # ... and the renewed ticket (new start) is not due before its own quarter either
+    assert ccache.renew_at(ccache.parse(synth(now=now + 30, life=120)).tgt) == now + 60
+    # fraction 0: due at once (tests force a renewal this way)
+    assert ccache.renew_at(ccache.parse(synth(now=now, life=600)).tgt, fraction=0.0) == now
     # cannot extend: not renewable, or renew-till already reached
     assert ccache.renew_at(ccache.parse(synth(now=now, renew=None)).tgt) is None
     assert ccache.renew_at(ccache.parse(synth(now=now, life=600, renew=600)).tgt) is None

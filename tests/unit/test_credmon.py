@@ -101,6 +101,31 @@ def test_unchanged_cc_is_not_rewritten(mon, cdir):
     assert os.stat(cdir / "alice.cc").st_ino == ino
 
 
+def test_restore_of_same_ticket_touches_cc(mon, cdir):
+    """The credd re-stores the same ticket (the bridge does at every spawn): .cc keeps its content
+    but becomes at least as new as .cred, the sign the bridge waits for."""
+    data = read(cred(cdir))
+    mon.scan()
+    past = time.time() - 100
+    os.utime(cdir / "alice.cc", (past, past))
+    write_file(cdir / "alice.cred", data)  # same bytes, new mtime
+    ino = os.stat(cdir / "alice.cc").st_ino
+    result = mon.scan()["alice"]
+    assert not result.wrote_cc
+    st = os.stat(cdir / "alice.cc")
+    assert st.st_ino == ino and read(cdir / "alice.cc") == data
+    assert st.st_mtime_ns >= os.stat(cdir / "alice.cred").st_mtime_ns
+
+
+def test_cc_is_never_older_than_cred_after_renewal(mon, cdir):
+    cred(cdir)
+    mon.scan()
+    mon.clock_.t = T0 + 300
+    result = mon.scan()["alice"]
+    assert result.wrote_cred and result.wrote_cc
+    assert os.stat(cdir / "alice.cc").st_mtime_ns >= os.stat(cdir / "alice.cred").st_mtime_ns
+
+
 def test_renewal_updates_cc_and_cred_atomically(mon, cdir):
     cred(cdir)
     mon.scan()
@@ -296,6 +321,17 @@ def test_once_command_line(cdir):
     assert "ignoring arguments: -f" in out.stderr
 
 
+def test_log_file_option(cdir, tmp_path):
+    cred(cdir, now=int(time.time()))
+    log = tmp_path / "CredMonKrbLog"
+    out = subprocess.run([sys.executable, "-m", "appliance.credmon", "--once", "--cred-dir",
+                          str(cdir), "--realm", REALM, "--log-file", str(log)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "alice: wrote alice.cc" in log.read_text()
+    assert "wrote alice.cc" not in out.stderr
+
+
 def test_daemon_sighup_rescans_and_sigterm_exits(cdir):
     proc = subprocess.Popen([sys.executable, "-m", "appliance.credmon", "--cred-dir", str(cdir),
                              "--max-sleep", "30"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
@@ -326,7 +362,7 @@ def test_daemon_sighup_rescans_and_sigterm_exits(cdir):
 def test_real_kdc_renewal_of_cc_and_cred(kdc, pykrb5, cdir):
     path = kdc.kinit("alice", cdir / "alice.cred", lifetime="10m", renew="1h")
     os.chmod(path, 0o600)
-    m = KerberosCredmon(str(cdir), realm=REALM, renew_margin=600)  # due at once
+    m = KerberosCredmon(str(cdir), realm=REALM, renew_fraction=0.0)  # due at once
     before = ccache.parse(read(path)).tgt
     time.sleep(1.1)
     r = m.scan()["alice"]

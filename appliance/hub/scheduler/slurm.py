@@ -774,6 +774,10 @@ class SlurmScheduler(Scheduler):
     ).tag(config=True)
     command_timeout = Float(30.0, help="Seconds a Slurm command may take.").tag(config=True)
 
+    check_max_age = Float(
+        2.0, help="Max age (s) of partition/node/reservation data used to accept or refuse a spawn."
+    ).tag(config=True)
+
     @default("submit_hosts")
     def _default_submit_hosts(self):
         short = socket.gethostname().split(".")[0]
@@ -967,7 +971,9 @@ class SlurmScheduler(Scheduler):
         }
 
     async def check_request(self, user: str, options: UserOptions) -> None:
-        c = await self.cluster()
+        # Spawn-time check: nearly fresh data (a node drained a minute ago must count), while the
+        # form and describe_resources use the longer cache.
+        c = await self.cluster(max_age=self.check_max_age)
         who = await self.identity(user)
         self.check_against(c, who, options, time.time())
 
