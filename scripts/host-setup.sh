@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need_apt=()
-for p in podman runc iptables aardvark-dns netavark slirp4netns uidmap debootstrap chromium fonts-dejavu-core python3-venv openssl curl krb5-user; do
+for p in podman runc iptables gcc libkrb5-dev krb5-kdc krb5-admin-server aardvark-dns netavark slirp4netns uidmap debootstrap chromium fonts-dejavu-core python3-venv openssl curl krb5-user; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

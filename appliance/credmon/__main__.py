@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import os
 import sys
 from typing import Optional
@@ -71,8 +72,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     args, unknown = ap.parse_known_args(argv)
 
     if args.log_file:
-        import logging.handlers
-
         handler: logging.Handler = logging.handlers.WatchedFileHandler(args.log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
