@@ -16,10 +16,12 @@ fi
 export CONTAINERS_CONF="$PWD/containers.conf"
 # A venv for host-side tools (podman-compose, pytest, playwright) so the system python stays clean.
 VENV=${TOOLS_VENV:-$PWD/.venv}
-if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import playwright, podman_compose' 2>/dev/null; then
+req_sha=$(sha256sum requirements-test.txt | cut -c1-16)
+if [ ! -x "$VENV/bin/pytest" ] || [ "$(cat "$VENV/.req-sha" 2>/dev/null)" != "$req_sha" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -r requirements-test.txt
+  echo "$req_sha" > "$VENV/.req-sha"
 fi
 # Base image: debootstrapped trixie imported under the standard name (no registry here).
 if ! podman image exists docker.io/library/debian:trixie; then

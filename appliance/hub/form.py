@@ -96,6 +96,14 @@ async def render_form(spawner) -> str:
         '<div class="form-group"><label for="env">Environment variables (one NAME=value per line)</label>'
         '<textarea class="form-control" name="env" id="env" rows="3"></textarea></div>'
     )
+    # Show the SLURM-only fields only while SLURM is picked (a disabled fieldset is not submitted).
+    rows.append(
+        "<script>(function(){function sync(){var s=document.getElementById('backend-slurm');"
+        "var f=document.getElementById('slurm-options');if(!f)return;var on=!!(s&&s.checked);"
+        "f.disabled=!on;f.style.display=on?'':'none';}"
+        "document.querySelectorAll('input[name=backend]').forEach(function(r){"
+        "r.addEventListener('change',sync);});sync();})();</script>"
+    )
     return "\n".join(rows)
 
 
