@@ -237,7 +237,14 @@ class KerberosCredmon:
                 log.warning("%s", status.error)
                 return status
             if self.realm and str(cred.principal) != f"{user}@{self.realm}":
+                # Someone else's ticket under this user's name: no .cc, and the .cred goes too,
+                # since the shadow sends .cred (not .cc) to the execute node with the job.
                 status.error = f"{cred_name}: principal {cred.principal} is not {user}@{self.realm}"
+                try:
+                    os.unlink(cred_name, dir_fd=dfd)
+                    status.error += "; removed"
+                except OSError as exc:
+                    status.error += f"; could not remove it: {exc.strerror}"
                 log.warning("%s", status.error)
                 return status
             if cred.tgt is None:

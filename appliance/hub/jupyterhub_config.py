@@ -29,7 +29,8 @@ c.JupyterHub.cleanup_servers = False
 c.JupyterHub.cleanup_proxy = False
 c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
-c.JupyterHub.last_activity_interval = 60
+# Also the interval at which the hub re-checks CHP's routes (re-adding them after a proxy restart).
+c.JupyterHub.last_activity_interval = 30
 c.JupyterHub.extra_handlers = list(default_handlers)
 c.JupyterHub.allow_named_servers = False
 c.JupyterHub.template_vars = {"appliance": True}

@@ -13,3 +13,4 @@ c.HTCondorScheduler.collector = "lane.mini.test"
 c.HTCondorScheduler.schedd = "lane.mini.test"
 c.HTCondorScheduler.hub_id = "appliance.mini.test"
 c.BatchSpawner.max_gpus = 2  # node3 has (fake) GPUs for the Slurm gres demo
+c.JupyterHub.last_activity_interval = 10  # route re-check after a proxy restart (tested)

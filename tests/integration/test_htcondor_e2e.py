@@ -114,6 +114,19 @@ def test_spawn_kernel_restart_stop(client_for, site):
     assert alice.run_code("print(6*7)").strip() == "42"
     assert len(lane_jobs("alice")) == 1
 
+    # A proxy restart loses CHP's in-memory routes; the hub's periodic check puts them back.
+    site_exec("appliance", "supervisorctl", "-c", "/etc/supervisor/appliance.conf", "restart", "chp")
+    deadline = time.monotonic() + 60
+    ok = False
+    while time.monotonic() < deadline and not ok:
+        try:
+            ok = alice.user_api("GET", "/api/status", timeout=5).status_code == 200
+        except Exception:
+            ok = False
+        if not ok:
+            time.sleep(0.5)
+    assert ok, "route to alice's server did not come back after a proxy restart"
+
     # Stop from the hub: the job is removed.
     alice.stop()
     deadline = time.monotonic() + 30

@@ -240,6 +240,8 @@ def test_bad_cred_gives_no_cc(mon, cdir, tmp_path, problem):
     assert result["alice"].error
     assert not (cdir / "alice.cc").exists()
     assert (cdir / COMPLETE).exists()  # the pass still completes
+    if problem == "principal":  # another user's ticket: the shadow must not send it either
+        assert not (cdir / "alice.cred").exists()
 
 
 def test_one_bad_user_does_not_block_others(mon, cdir):
