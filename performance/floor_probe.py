@@ -4,9 +4,9 @@ Starts the same Jupyter server the notebook jobs run, from the node's /opt/jupyt
 a free port and times process start -> first HTTP 200 from its /api, polling every 20 ms:
 
   mode "lab":        `jupyter lab` (JupyterLab on jupyter_server, no hub at all);
-  mode "singleuser": `jupyterhub-singleuser`, exactly what appliance-launch execs in a job, with a
-                     dummy hub environment (its hub API URL points at a closed port, so its
-                     background calls to the hub fail quietly; the server itself starts normally).
+  mode "singleuser": `jupyterhub-singleuser`, exactly what appliance-launch execs in a job, against
+                     a dummy hub in this process (answers the startup version check and activity
+                     posts at once), so only the server's own start is timed.
 
 Prints one JSON line: {"mode": ..., "start_to_ready_s": ..., "ok": true|false}.
 Usage: floor_probe.py MODE [BIN_DIR] [TIMEOUT]. Stdlib only; copied to the node by bench.py.
@@ -17,8 +17,34 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HUB_VERSION = "6.1.1"
+
+
+class DummyHub(BaseHTTPRequestHandler):
+    def _answer(self):
+        body = json.dumps({"version": HUB_VERSION}).encode()
+        self.send_response(200)
+        self.send_header("X-JupyterHub-Version", HUB_VERSION)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *a):
+        pass
+
+
+def start_dummy_hub() -> int:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), DummyHub)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv.server_address[1]
 
 
 def free_port() -> int:
@@ -42,9 +68,10 @@ def main() -> None:
                f"--port={port}", "--IdentityProvider.token=", "--ServerApp.password="]
     else:
         prefix = f"/user/{user}/"
+        hub_port = start_dummy_hub()
         env.update({
             "JUPYTERHUB_API_TOKEN": "floor-probe-dummy-token",
-            "JUPYTERHUB_API_URL": "http://127.0.0.1:9/hub/api",
+            "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub_port}/hub/api",
             "JUPYTERHUB_BASE_URL": "/",
             "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{user}",
             "JUPYTERHUB_USER": user,
@@ -52,7 +79,7 @@ def main() -> None:
             "JUPYTERHUB_SERVICE_PREFIX": prefix,
             "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
             "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
-            "JUPYTERHUB_ACTIVITY_URL": "",
+            "JUPYTERHUB_ACTIVITY_URL": f"http://127.0.0.1:{hub_port}/hub/api/users/{user}/activity",
             "JUPYTERHUB_DEFAULT_URL": "/lab",
         })
         cmd = [os.path.join(bindir, "jupyterhub-singleuser")]

@@ -53,6 +53,18 @@ def ca_bundle() -> str:
     return _CA[0]
 
 
+def wait_for(what: str, predicate, timeout: float = 30, interval: float = 0.2):
+    """Poll ``predicate()`` until it returns something truthy (a readiness check, bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
 class HubClient:
     """A logged-in browser-like session plus an API token, over the real HTTPS front."""
 

@@ -15,3 +15,4 @@ This package's import has no side effects and needs only the standard library.
 
 DEFAULT_SOCKET = "/run/appliance/bridge.sock"
 DEFAULT_CCACHE_DIR = "/run/appliance/ccache"
+DEFAULT_SUBMIT_DIR = "/run/appliance/ccache-submit"

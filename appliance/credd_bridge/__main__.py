@@ -15,7 +15,7 @@ import signal
 import sys
 from typing import Optional
 
-from . import DEFAULT_CCACHE_DIR, DEFAULT_SOCKET
+from . import DEFAULT_CCACHE_DIR, DEFAULT_SOCKET, DEFAULT_SUBMIT_DIR
 from .bridge import Bridge, parse_principal_map
 from .credstore import HTCondorCredStore, MemoryCredStore
 from .server import BridgeServer
@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--credd-user-template", default=_env("CREDD_USER_TEMPLATE", "{user}"),
                     help="user name given to the credd [CREDD_BRIDGE_CREDD_USER_TEMPLATE] "
                     "(default %(default)s)")
+    ap.add_argument("--confirm-timeout", type=float,
+                    default=float(_env("CONFIRM_TIMEOUT", "5")),
+                    help="seconds to wait for the credd's credmon to confirm a store "
+                    "[CREDD_BRIDGE_CONFIRM_TIMEOUT] (default %(default)s)")
+    ap.add_argument("--submit-dir", default=_env("SUBMIT_DIR", DEFAULT_SUBMIT_DIR),
+                    help="where 'refresh' writes a user's current ticket for one submission; "
+                    "empty: never [CREDD_BRIDGE_SUBMIT_DIR] (default %(default)s)")
     ap.add_argument("--renew-fraction", type=float,
                     default=float(_env("RENEW_FRACTION", "0.5")),
                     help="renew after this fraction of a ticket's lifetime "
@@ -85,16 +92,33 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def default_realm() -> Optional[str]:
+    """krb5.conf's ``default_realm`` (through libkrb5, so KRB5_CONFIG is honoured)."""
+    try:
+        import krb5  # pykrb5
+
+        realm = krb5.get_default_realm(krb5.init_context())
+        return realm.decode() if isinstance(realm, bytes) else str(realm)
+    except Exception:  # noqa: BLE001 - no krb5.conf, no default_realm, no pykrb5
+        return None
+
+
 def make_server(args: argparse.Namespace) -> BridgeServer:
     allowed = _uid_list(",".join(args.allow_uid) or (_env("ALLOWED_UIDS") or ""))
     pmap_items = args.principal_map or ([_env("PRINCIPAL_MAP")] if _env("PRINCIPAL_MAP") else [])
     principal_map = parse_principal_map(pmap_items)
     if not args.realm and not principal_map:
-        raise SystemExit("credd-bridge: set --realm (or CREDD_BRIDGE_REALM)")
+        args.realm = default_realm()
+        if not args.realm:
+            raise SystemExit("credd-bridge: set --realm (or CREDD_BRIDGE_REALM); "
+                             "krb5.conf names no default_realm")
+        logging.getLogger("appliance.credd_bridge").info(
+            "realm %s (krb5.conf default_realm; set CREDD_BRIDGE_REALM to override)", args.realm)
     if args.store == "memory":
         store = MemoryCredStore()
     else:
-        store = HTCondorCredStore(args.credd_name, args.credd_user_template)
+        store = HTCondorCredStore(args.credd_name, args.credd_user_template,
+                                  confirm_timeout=args.confirm_timeout)
     bridge = Bridge(
         store,
         realm=args.realm,
@@ -104,6 +128,7 @@ def make_server(args: argparse.Namespace) -> BridgeServer:
         renew_margin=args.renew_margin,
         retry_min=args.retry_min,
         retry_max=args.retry_max,
+        submit_dir=args.submit_dir or None,
     )
     gid = None
     if args.socket_group:

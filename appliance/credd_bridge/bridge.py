@@ -30,6 +30,7 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import threading
 import time
 from typing import Callable, Iterable, Mapping, Optional
@@ -115,6 +116,8 @@ class Bridge:
     ``uid_for``: user name -> uid (default: the passwd database); KeyError = unknown.
     ``ccache_dir``: if set, a handed-over path must be a file directly in this directory.
     ``clock``: returns seconds since the epoch.  ``renewer``: bytes -> renewed bytes.
+    ``submit_dir``: where :meth:`refresh` writes a user's current ticket for a submission
+    (a root-owned 0711 directory; ``None`` disables that).
     """
 
     def __init__(
@@ -132,6 +135,8 @@ class Bridge:
         retry_min: float = 30.0,
         retry_max: float = 600.0,
         max_size: int = ccache.MAX_CCACHE_SIZE,
+        submit_dir: Optional[str] = None,
+        submit_max_age: float = 600.0,
     ) -> None:
         self.store_backend = store
         self.realm = realm
@@ -145,6 +150,8 @@ class Bridge:
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.max_size = max_size
+        self.submit_dir = os.path.normpath(submit_dir) if submit_dir else None
+        self.submit_max_age = submit_max_age
         self._lock = threading.Lock()
         self._user_locks: dict[str, threading.Lock] = {}
         self._users: dict[str, UserRecord] = {}
@@ -278,6 +285,99 @@ class Bridge:
         )
         self._changed()
         return rec.public()
+
+    def refresh(self, user: str, *, min_valid: float = 60.0,
+                write_ccache: bool = False) -> tuple[dict, Optional[str]]:
+        """Store the bridge's current (renewed) copy of ``user``'s ticket in the credd again.
+
+        Called before every spawn: the credd sweeps credentials of users without jobs, and the
+        copy there may be older than the bridge's.  Raises :class:`BridgeRefused`
+        (``no_credential``, ``expired``: the user must log in again) or
+        :class:`CreddStoreFailed`.  With ``write_ccache``, also writes the ticket to a new file
+        owned by the user, mode 0600, in ``submit_dir`` and returns its path (the hub submits
+        with it and deletes it), so a spawn through the REST API long after the login still
+        submits with a valid ticket.  Returns ``(state, path or None)``.
+        """
+        if not isinstance(user, str) or not _USER_RE.match(user):
+            raise BridgeRefused(protocol.BAD_REQUEST, "invalid user name")
+        with self._user_lock(user):
+            with self._lock:
+                rec = self._users.get(user)
+            if rec is None or not rec.ccache:
+                raise BridgeRefused(protocol.NO_CREDENTIAL,
+                                    f"no Kerberos credential stored for {user}")
+            now = self.clock()
+            if rec.state == EXPIRED or rec.valid_until <= now + min_valid:
+                raise BridgeRefused(
+                    "expired", f"the ticket of {rec.principal} expires at {_iso(rec.valid_until)}")
+            data = rec.ccache
+            t0 = time.monotonic()
+            try:
+                self.store_backend.put(user, data)
+            except Exception as exc:  # noqa: BLE001
+                with self._lock:
+                    rec.pending_store = True
+                    self._fail(rec, now, f"credd store failed: {exc}")
+                self._changed()
+                raise CreddStoreFailed(rec.error or "credd store failed", rec.public()) from None
+            with self._lock:
+                rec.last_forwarded = now
+                if rec.pending_store:
+                    rec.pending_store = False
+                    tgt = ccache.parse(data).tgt
+                    assert tgt is not None
+                    self._schedule(rec, tgt, now)
+                public = rec.public()
+            log.info("user %s: re-stored ticket of %s (valid until %s) in %.3f s", user,
+                     rec.principal, _iso(rec.valid_until), time.monotonic() - t0)
+            path = self._write_submit_ccache(user, data) if write_ccache else None
+        self._changed()
+        return public, path
+
+    def _write_submit_ccache(self, user: str, data: bytes) -> str:
+        if self.submit_dir is None:
+            raise BridgeRefused(protocol.BAD_REQUEST, "this bridge writes no submit ccaches")
+        uid = self.uid_for(user)
+        try:
+            gid = pwd.getpwuid(uid).pw_gid
+        except KeyError:
+            gid = -1
+        os.makedirs(self.submit_dir, mode=0o711, exist_ok=True)
+        dfd = os.open(self.submit_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            st = os.fstat(dfd)
+            if os.geteuid() == 0 and (st.st_uid != 0 or st.st_mode & 0o022):
+                raise BridgeRefused(protocol.BAD_PATH,
+                                    f"{self.submit_dir} must be owned by root and not writable by others")
+            self._sweep_submit_dir(dfd)
+            name = f"krb5cc_{uid}_submit_{secrets.token_hex(8)}"
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=dfd)
+            try:
+                os.fchmod(fd, 0o600)
+                if os.geteuid() == 0:
+                    os.fchown(fd, uid, gid)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dfd)
+        return os.path.join(self.submit_dir, name)
+
+    def _sweep_submit_dir(self, dfd: int) -> None:
+        """Submit ccaches are for one submission; remove any left behind (hub crashed)."""
+        limit = time.time() - self.submit_max_age
+        for name in os.listdir(dfd):
+            if not name.startswith("krb5cc_"):
+                continue
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if st.st_mtime < limit:
+                    os.unlink(name, dir_fd=dfd)
+            except OSError:
+                pass
 
     def state(self, user: str) -> Optional[dict]:
         with self._lock:

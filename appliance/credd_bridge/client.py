@@ -29,6 +29,7 @@ REFUSAL_CODES = frozenset(
         "not_found", "symlink", "not_regular", "hardlink", "wrong_owner", "bad_mode",
         "too_large", "empty", "unreadable", "malformed", "wrong_principal", "no_tgt",
         "invalid", "expired", "not_renewable", protocol.BAD_PATH, protocol.UNKNOWN_USER,
+        protocol.NO_CREDENTIAL,
     }
 )
 
@@ -105,6 +106,13 @@ class BridgeClient:
     async def store(self, user: str, ccache_path: str) -> dict:
         return _raise_for(await self.request("store", user=user, ccache_path=ccache_path))["state"]
 
+    async def refresh(self, user: str, *, write_ccache: bool = False,
+                      min_valid: float = 60) -> dict:
+        """Re-store the bridge's current copy in the credd (before a spawn).  Returns the
+        response: ``{"state": {...}, "ccache_path": path or None}``."""
+        return _raise_for(await self.request("refresh", user=user, write_ccache=write_ccache,
+                                             min_valid=min_valid))
+
     async def state(self, user: str) -> Optional[dict]:
         return _raise_for(await self.request("state", user=user))["state"]
 
@@ -144,6 +152,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = sub.add_parser("state")
     p.add_argument("user")
     p = sub.add_parser("forget")
+    p.add_argument("user")
+    p = sub.add_parser("refresh")
     p.add_argument("user")
     p = sub.add_parser("store")
     p.add_argument("user")

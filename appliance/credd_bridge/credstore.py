@@ -11,6 +11,7 @@ It must raise on failure; the message should name the problem, never the data.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Optional, Protocol
 
 
@@ -44,12 +45,13 @@ class HTCondorCredStore:
     """Stores into an HTCondor credd.
 
     ``credd_name``: the credd's name to locate through the collector
-    (``None``: the local/default credd, as ``htcondor2.Credd()`` finds it).
-    ``user_template``: how the credd names the user, e.g. ``"{user}"`` or
-    ``"{user}@mini.test"``; the credd writes ``<dir>/<name before @>.cred``.
+    (``None``: the collector's only credd, as ``htcondor2.Credd()`` finds it).
+    ``user_template``: how the credd names the user; the credd wants ``user@domain``
+    and writes ``<dir>/<user>.cred``.  A template without ``@`` gets ``@$(UID_DOMAIN)``.
+    ``confirm_timeout``: see :meth:`put`.
 
-    The identity the bridge authenticates with (e.g. an IDTOKEN) must be allowed
-    to store credentials for other users; that is site configuration.
+    The identity the bridge authenticates with (an IDTOKEN) must be the credd's only
+    ``CRED_SUPER_USERS`` entry; that is site configuration (docs/credentials.md).
     """
 
     def __init__(
@@ -57,10 +59,16 @@ class HTCondorCredStore:
         credd_name: Optional[str] = None,
         user_template: str = "{user}",
         module=None,
+        confirm_timeout: float = 5.0,
+        poll: float = 0.05,
     ) -> None:
         self.credd_name = credd_name
         self.user_template = user_template
         self._mod = module
+        self.confirm_timeout = confirm_timeout
+        self.poll = poll
+        self._credd_obj = None
+        self._lock = threading.Lock()  # the bindings are not meant for concurrent use
 
     def _htcondor(self):
         if self._mod is None:
@@ -71,22 +79,73 @@ class HTCondorCredStore:
             self._mod = mod
         return self._mod
 
-    def _credd(self):
-        mod = self._htcondor()
-        if self.credd_name:
-            ad = mod.Collector().locate(mod.DaemonType.Credd, self.credd_name)
-            return mod.Credd(ad)
-        return mod.Credd()
+    def _credd(self, fresh: bool = False):
+        if self._credd_obj is None or fresh:
+            mod = self._htcondor()
+            if self.credd_name:
+                ad = mod.Collector().locate(mod.DaemonType.Credd, self.credd_name)
+                self._credd_obj = mod.Credd(ad)
+            else:
+                self._credd_obj = mod.Credd()
+        return self._credd_obj
 
     def _kerberos(self):
         mod = self._htcondor()
         types = getattr(mod, "CredType", None) or getattr(mod, "CredTypes")
         return types.Kerberos
 
+    def credd_user(self, user: str) -> str:
+        name = self.user_template.format(user=user)
+        if "@" not in name:
+            domain = None
+            try:
+                domain = self._htcondor().param.get("UID_DOMAIN")
+            except Exception:  # noqa: BLE001 - unconfigured bindings
+                domain = None
+            if domain:
+                name = f"{name}@{domain}"
+        return name
+
+    def _call(self, fn):
+        """Run ``fn(credd)``; on failure locate the credd again and retry once."""
+        try:
+            return fn(self._credd())
+        except Exception:  # noqa: BLE001 - stale address, restarted credd, ...
+            return fn(self._credd(fresh=True))
+
     def put(self, user: str, ccache: bytes) -> None:
-        self._credd().add_user_cred(
-            self._kerberos(), bytes(ccache), self.user_template.format(user=user)
-        )
+        """Store and confirm.
+
+        The credd writes ``<user>.cred`` and answers at once, but with the mtime of the OLD
+        ``<user>.cc`` when one exists, before its credmon has looked at the new one.  So after
+        the store, query until the ``.cc`` is at least as new as the store (the appliance's
+        credmon keeps ``.cc`` no older than ``.cred`` after every pass); raise when that takes
+        longer than ``confirm_timeout`` seconds.  (HTCondor reports whole seconds: a ``.cc``
+        written earlier within the same second counts as fresh.)
+        """
+        name = self.credd_user(user)
+        kerberos = self._kerberos()
+        with self._lock:
+            started = time.time()
+            self._call(lambda c: c.add_user_cred(kerberos, bytes(ccache), name))
+            deadline = time.monotonic() + self.confirm_timeout
+            while True:
+                mtime = self._call(lambda c: c.query_user_cred(kerberos, name))
+                if isinstance(mtime, int) and mtime >= int(started):
+                    return
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(
+                        f"the credd took the credential but its credmon did not confirm it within "
+                        f"{self.confirm_timeout:g} s")
+                time.sleep(self.poll)
+
+    def query(self, user: str) -> Optional[int]:
+        """The credd's ``.cc`` mtime for ``user`` (None: no credential)."""
+        kerberos = self._kerberos()
+        with self._lock:
+            return self._call(lambda c: c.query_user_cred(kerberos, self.credd_user(user)))
 
     def delete(self, user: str) -> None:
-        self._credd().delete_user_cred(self._kerberos(), self.user_template.format(user=user))
+        kerberos = self._kerberos()
+        with self._lock:
+            self._call(lambda c: c.delete_user_cred(kerberos, self.credd_user(user)))

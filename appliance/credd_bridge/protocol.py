@@ -7,6 +7,8 @@ Ops (see docs/credentials.md for the full table):
 
 * ``ping`` -> ``{"ok": true, "peer_uid": N}``
 * ``store`` ``{user, ccache_path}`` -> ``{"ok": true, "state": {...}}``
+* ``refresh`` ``{user, write_ccache?, min_valid?}`` -> ``{"ok": true, "state": {...},
+  "ccache_path": str | null}`` (re-store the bridge's renewed copy; before every spawn)
 * ``state`` ``{user}`` -> ``{"ok": true, "state": {...} | null}``
 * ``states`` -> ``{"ok": true, "states": {user: {...}}}``
 * ``forget`` ``{user}`` -> ``{"ok": true, "forgotten": bool}``
@@ -19,7 +21,7 @@ from typing import Any
 
 MAX_LINE = 64 * 1024
 
-OPS = ("ping", "store", "state", "states", "forget")
+OPS = ("ping", "store", "refresh", "state", "states", "forget")
 
 # error codes that are not refusals of a file or credential
 BAD_REQUEST = "bad_request"
@@ -28,6 +30,7 @@ UNKNOWN_OP = "unknown_op"
 UNKNOWN_USER = "unknown_user"
 BAD_PATH = "bad_path"
 CREDD_ERROR = "credd_error"
+NO_CREDENTIAL = "no_credential"
 INTERNAL = "internal_error"
 
 

@@ -204,6 +204,16 @@ class BridgeServer:
             path = protocol.require_str(req, "ccache_path")
             state = await asyncio.to_thread(self.bridge.store, user, path)
             return protocol.ok(state=state)
+        if op == "refresh":
+            user = protocol.require_str(req, "user")
+            write = req.get("write_ccache", False)
+            min_valid = req.get("min_valid", 60)
+            if not isinstance(write, bool) or not isinstance(min_valid, (int, float)) or \
+                    isinstance(min_valid, bool) or not 0 <= min_valid <= 86400:
+                raise ProtocolError(protocol.BAD_REQUEST, "bad write_ccache or min_valid")
+            state, path = await asyncio.to_thread(
+                self.bridge.refresh, user, min_valid=float(min_valid), write_ccache=write)
+            return protocol.ok(state=state, ccache_path=path)
         if op == "states":
             return protocol.ok(states=self.bridge.states())
         if op == "forget":

@@ -6,7 +6,9 @@ hand back the ticket cache pam_krb5 creates. We use python-pam with ``call_end=F
 retain_after_close`` on the pam_krb5 line this gives a unique file per login, owned by the user,
 mode 0600, whose name PAM puts in ``KRB5CCNAME``. (``resetcreds=True`` would write to
 ``/tmp/krb5cc_0``, a path every login shares.) The path goes to the encrypted auth_state and to the
-credential bridge.
+credential bridge, right after the login (``hand_over``): the login succeeds even when the bridge
+refuses the cache or is down; the home page then shows the problem and a spawn fails with "log in
+again".
 """
 
 from __future__ import annotations
@@ -61,6 +63,20 @@ class KerberosPAMAuthenticator(Authenticator):
     """PAM login that keeps the user's Kerberos ticket cache (see module doc)."""
 
     service = Unicode("jupyterhub", help="PAM service name (/etc/pam.d/<service>).").tag(config=True)
+    bridge_socket = Unicode(
+        "/run/appliance/bridge.sock",
+        help="Unix socket of the credential bridge (appliance.credd_bridge) that takes the login's "
+        "ticket cache and stores it in the HTCondor credd. Empty: do not hand caches over.",
+    ).tag(config=True)
+    bridge_timeout = Float(
+        15.0, help="Seconds the login waits for the bridge to store the ticket (the login succeeds "
+        "either way; the home page shows the credential state)."
+    ).tag(config=True)
+    credential_warn_seconds = Float(
+        86400.0,
+        help="The home page warns when the ticket's renewable lifetime ends within this many "
+        "seconds (the user must log in again before then to keep notebooks supplied).",
+    ).tag(config=True)
     failure_floor_seconds = Float(
         1.0,
         help="Every failed login takes at least this long, so unknown users and wrong passwords "
@@ -96,17 +112,46 @@ class KerberosPAMAuthenticator(Authenticator):
         path = ccache_file(ccache)
         if path is None:
             self.log.warning("Login of %s produced no FILE ticket cache (KRB5CCNAME=%r)", username, ccache)
-        principal = None
-        try:
-            from ..ccache import principal_of_file  # type: ignore[attr-defined]
-
-            principal = principal_of_file(path) if path else None
-        except Exception:
-            principal = None
+        credential = await self.hand_over(username, path) if path else {
+            "ok": False, "error": "no_ccache",
+            "message": "the login produced no FILE ticket cache (check pam_krb5's ccache= option)"}
+        principal = credential.get("principal")
         return {
             "name": username,
-            "auth_state": {"ccache": path, "principal": principal, "login_time": time.time()},
+            "auth_state": {"ccache": path, "principal": principal, "login_time": time.time(),
+                           "credential": credential},
         }
+
+    async def hand_over(self, username: str, path: str) -> dict:
+        """Give the login's ticket cache to the credential bridge; never fails the login.
+
+        Returns what goes into auth_state["credential"]: ``{"ok", "error", "message",
+        "seconds"}``. A refusal or an unreachable bridge is logged and shown on the home page;
+        a spawn then asks the bridge again and fails with "log in again" if nothing usable is
+        stored.
+        """
+        if not self.bridge_socket:
+            return {"ok": False, "error": "disabled", "message": "no credential bridge configured"}
+        from ..credd_bridge.client import BridgeClient, BridgeError, BridgeRefused
+
+        t0 = time.monotonic()
+        out: dict = {"ok": False, "error": None, "message": None}
+        try:
+            state = await BridgeClient(self.bridge_socket, timeout=self.bridge_timeout).store(
+                username, path)
+            out.update(ok=True, state=state.get("state"), principal=state.get("principal"))
+        except BridgeRefused as e:
+            out.update(error=e.code, message=e.message)
+        except BridgeError as e:
+            out.update(error=e.code, message=e.message)
+        out["seconds"] = round(time.monotonic() - t0, 3)
+        if out["ok"]:
+            self.log.info("Kerberos ticket of %s stored in the credd in %.3f s", username,
+                          out["seconds"])
+        else:
+            self.log.warning("Kerberos ticket of %s not stored (%s: %s) after %.3f s", username,
+                             out["error"], out["message"], out["seconds"])
+        return out
 
     async def pre_spawn_start(self, user, spawner):
         """Give the spawner the login's ticket cache."""

@@ -58,6 +58,12 @@ class SpawnError(Exception):
         self.jupyterhub_message = message
 
 
+def _fmt_time(ts) -> str:
+    if not ts:
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
 def get_scheduler(name: str, spawner: "BatchSpawner") -> Scheduler:
     sched = _SCHEDULERS.get(name)
     if sched is None:
@@ -124,7 +130,19 @@ class BatchSpawner(Spawner):
     ).tag(config=True)
     require_credential = List(
         Unicode(), default_value=["htcondor"],
-        help="Backends that need the user's Kerberos ticket to submit.",
+        help="Backends that need the user's Kerberos ticket (submission and job) through the "
+        "credential bridge.",
+    ).tag(config=True)
+    bridge_socket = Unicode(
+        "/run/appliance/bridge.sock", help="Unix socket of the credential bridge."
+    ).tag(config=True)
+    bridge_timeout = Float(
+        15.0, help="Seconds to wait for the bridge to re-store the ticket before a spawn."
+    ).tag(config=True)
+    credential_min_valid = Float(
+        60.0,
+        help="A spawn needs a stored ticket valid for at least this many more seconds "
+        "(otherwise: 'log in again').",
     ).tag(config=True)
 
     # Runtime state
@@ -292,11 +310,10 @@ class BatchSpawner(Spawner):
         except KeyError:
             raise SpawnError(f"User {self.user.name} has no account on this system.")
 
+        submit_ccache = None
         if opts.backend in self.require_credential:
-            if not self.ccache or not os.path.exists(self.ccache):
-                raise SpawnError(
-                    "No Kerberos credential for your session: please log out and log in again."
-                )
+            self._emit("Forwarding your Kerberos ticket", 5)
+            submit_ccache = await self._forward_credential()
 
         name = f"jupyterhub-{self.user.name}-{self.name or 'default'}-{uuid.uuid4().hex[:8]}"
         env_path = os.path.join(pw.pw_dir, self.job_dir, name + ".json")
@@ -309,7 +326,7 @@ class BatchSpawner(Spawner):
             job_name=name,
             env_file=env_path,
             port_range=tuple(self.port_range),
-            ccache=self.ccache,
+            ccache=submit_ccache,
             runtime_seconds=runtime,
         )
         self.backend = opts.backend
@@ -317,7 +334,7 @@ class BatchSpawner(Spawner):
         self._emit(f"Submitting to {opts.backend}", 10)
         payload = {
             "backend": opts.backend,
-            "ccache": self.ccache if opts.backend in self.require_credential else None,
+            "ccache": submit_ccache,
             "env_path": env_path,
             "env": self._job_env(),
             "submit": sched.build_submit(request),
@@ -326,6 +343,12 @@ class BatchSpawner(Spawner):
             answer = await self._run_helper(payload)
         except SubmitError as e:
             raise SpawnError(f"Submission to {opts.backend} failed: {e}")
+        finally:
+            if submit_ccache:
+                try:
+                    os.unlink(submit_ccache)
+                except OSError:
+                    pass
         # Any query that starts from now on must list the job (if it still exists).
         t_submit = time.monotonic()
         self.job_id = answer["job_id"]
@@ -348,6 +371,59 @@ class BatchSpawner(Spawner):
         port = self._reported_port
         self._emit(f"Jupyter listening on {host}:{port}", 80)
         return f"http://{host}:{port}"
+
+    async def _forward_credential(self) -> str:
+        """Have the bridge store the user's current ticket in the credd again (the credd drops
+        credentials of users without jobs; the bridge's copy is the renewed one) and write a copy
+        for this one submission. Returns that file's path (deleted after the submission).
+
+        No usable ticket (none stored, expired, about to expire): fail at once, before anything
+        is submitted, and tell the user to log in again. After a bridge restart (it keeps state in
+        memory only) the login's own ticket cache is handed over again first.
+        """
+        from ..credd_bridge.client import BridgeClient, BridgeError, BridgeRefused
+
+        client = BridgeClient(self.bridge_socket, timeout=self.bridge_timeout)
+        user = self.user.name
+        login_again = "Please log out and log in again to get a new Kerberos ticket."
+        for attempt in (0, 1):
+            try:
+                answer = await client.refresh(
+                    user, write_ccache=True, min_valid=self.credential_min_valid)
+            except BridgeRefused as e:
+                if (e.code == "no_credential" and attempt == 0 and self.ccache
+                        and os.path.exists(self.ccache)):
+                    try:
+                        await client.store(user, self.ccache)
+                        continue
+                    except BridgeRefused as e2:
+                        e = e2
+                    except BridgeError as e2:
+                        raise SpawnError(
+                            f"Your Kerberos ticket could not be stored ({e2.message}). "
+                            "Try again in a minute.") from None
+                what = {
+                    "no_credential": "No Kerberos ticket is stored for you",
+                    "expired": "Your Kerberos ticket has expired or is about to",
+                    "not_renewable": "Your Kerberos ticket is not renewable",
+                    "wrong_principal": "Your ticket cache holds another principal",
+                }.get(e.code, "Your Kerberos ticket cannot be used")
+                self.log.warning("%s: no usable credential for %s: %s (%s)", self._log_name,
+                                 user, e.code, e.message)
+                raise SpawnError(f"{what} ({e.message}). {login_again}") from None
+            except BridgeError as e:
+                self.log.warning("%s: credential bridge failed for %s: %s", self._log_name, user, e)
+                raise SpawnError(
+                    f"Your Kerberos ticket could not be forwarded to the batch system "
+                    f"({e.message}). Try again in a minute.") from None
+            path = answer.get("ccache_path")
+            if not path:
+                raise SpawnError("The credential bridge returned no ticket for the submission.")
+            state = answer.get("state") or {}
+            self._emit(f"Kerberos ticket of {state.get('principal')} forwarded "
+                       f"(valid until {_fmt_time(state.get('valid_until'))})", 8)
+            return path
+        raise SpawnError(f"No Kerberos ticket is stored for you. {login_again}")  # pragma: no cover
 
     async def _save(self):
         try:

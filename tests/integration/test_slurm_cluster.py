@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, podman, site_exec
+from tests.conftest import ROOT, podman, site_exec, wait_for
 
 pytestmark = pytest.mark.minisite
 
@@ -199,9 +199,12 @@ def test_jhub_notebook_starts_fast_while_batch_partitions_are_full(cluster):
     # fill maxwell (exclusive) and "all" (every free core), with jobs waiting behind them
     batch("bob", "maxwell", 3)
     batch("alice", "all", 4)
-    time.sleep(1.5)
-    q = sh("squeue -h -o '%P %T' | sort | uniq -c").stdout
-    assert "maxwell PENDING" in q and "all PENDING" in q, q
+
+    def backlog():
+        q = sh("squeue -h -o '%P %T' | sort | uniq -c").stdout
+        return "maxwell PENDING" in q and "all PENDING" in q and "maxwell RUNNING" in q and q
+
+    wait_for("maxwell and all full with a backlog", backlog)
     times = []
     for _ in range(3):
         a = submit("alice")
@@ -209,10 +212,9 @@ def test_jhub_notebook_starts_fast_while_batch_partitions_are_full(cluster):
         dt, node = started(a)
         times.append(dt)
         assert node in ("node1", "node2"), node
-        time.sleep(1.2)
+    # Routing is asserted; the speed is only reported (performance/bench.py measures it).
     print(f"\njhub submit (helper start) -> job's first instruction with maxwell+all full: "
           f"{', '.join(f'{t:.2f}' for t in times)} s (median {statistics.median(times):.2f} s)")
-    assert max(times) < 2.0, times
     # the argv form that ran
     a = submit("alice")
     assert "--partition=jhub" in a["argv"] and "--time=10080" in a["argv"] and "--export=NIL" in a["argv"]
@@ -252,8 +254,15 @@ def test_query_all_states(cluster):
     held = build("alice")
     held["submit"]["argv"].insert(1, "--hold")  # (argv edited here, never by users)
     held_answer = json.loads(py(HELPER, user="alice", stdin=json.dumps(held)).stdout)
-    time.sleep(1)
-    jobs = query_all()
+
+    def settled():
+        j = query_all()
+        ok = (j.get(running["job_id"], [None])[0] == "running"
+              and j.get(waiting["job_id"], [None])[0] == "pending"
+              and j.get(held_answer["job_id"], [None])[0] == "held")
+        return ok and j
+
+    jobs = wait_for("running, pending and held notebook jobs in squeue", settled)
     assert jobs[running["job_id"]][:2] == ["running", "node1.mini.test"] or \
         jobs[running["job_id"]][:2] == ["running", "node2.mini.test"], jobs
     assert jobs[running["job_id"]][3] == "alice"
@@ -274,8 +283,7 @@ def test_query_all_states(cluster):
         asyncio.run(s.cancel({running['job_id']!r}))
     """
     py(code)
-    time.sleep(1)
-    assert query_all()[running["job_id"]][0] == "done"
+    wait_for("the cancelled job to be done", lambda: query_all()[running["job_id"]][0] == "done")
 
 
 def test_drained_partition_is_detected(cluster):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import site_exec
+from tests.conftest import site_exec, wait_for
 
 pytestmark = pytest.mark.minisite
 
@@ -54,7 +54,8 @@ def fill_batch_partitions() -> None:
         ctl("runuser -u bob -- sbatch -p maxwell -c 8 --time=60 --chdir=/home/bob -o /dev/null --wrap='sleep 3000'")
     for _ in range(4):
         ctl("runuser -u alice -- sbatch -p all -c 8 --time=60 --chdir=/home/alice -o /dev/null --wrap='sleep 3000'")
-    time.sleep(1.5)
+    wait_for("maxwell and all full with a backlog",
+             lambda: all(f"{p} PENDING" in ctl("squeue -h -o '%P %T'") for p in ("maxwell", "all")))
 
 
 def test_notebook_on_jhub_as_the_user(client_for):

@@ -241,6 +241,11 @@ def test_unprivileged_uid_sees_only_its_own_state(running):
     assert listing["error"] == "permission_denied"
     forget = as_uid(2002, running.path, {"op": "forget", "user": "alice"})
     assert forget["error"] == "permission_denied"
+    # refresh could write a ticket file: privileged only, even for one's own user
+    for uid in (2001, 2002):
+        refresh = as_uid(uid, running.path, {"op": "refresh", "user": "alice",
+                                             "write_ccache": True})
+        assert refresh["error"] == "permission_denied"
     assert running.bridge.state("alice") is not None
     pong = as_uid(2002, running.path, {"op": "ping", "id": 7})
     assert pong == {"ok": True, "peer_uid": 2002, "privileged": False, "id": 7}
@@ -252,6 +257,18 @@ def test_hub_uid_may_store(running):
     assert resp["ok"] is True, resp
     assert resp["state"]["state"] == "active"
     assert as_uid(HUB_UID, running.path, {"op": "states"})["states"].keys() == {"alice"}
+
+
+def test_hub_refresh_restores_and_checks_arguments(running):
+    assert as_uid(HUB_UID, running.path, {"op": "refresh", "user": "alice"})["error"] == \
+        "no_credential"
+    running.bridge.store("alice", put_cache(running.ccdir, now=T0))
+    puts = running.store.puts
+    resp = as_uid(HUB_UID, running.path, {"op": "refresh", "user": "alice"})
+    assert resp["ok"] is True and resp["ccache_path"] is None, resp
+    assert running.store.puts == puts + 1
+    bad = as_uid(HUB_UID, running.path, {"op": "refresh", "user": "alice", "min_valid": "x"})
+    assert bad["error"] == "bad_request"
 
 
 def test_uid_claimed_in_request_is_ignored(running):

@@ -57,3 +57,24 @@ def test_status_mapping():
     idle = status_from_ad({"ClusterId": 9, "JobStatus": 1})
     assert idle.state == "pending" and idle.reason
     assert status_from_ad({"ClusterId": 9, "JobStatus": 3}).state == "done"
+
+
+def test_send_credential():
+    r = req()
+    assert "MY.SendCredential" not in build(r)
+    d = build_description(r, launcher="/usr/local/bin/appliance-launch", hub_id="hub1",
+                          accounting_group="group_notebook", send_credential=True)
+    assert d["MY.SendCredential"] == "true"
+    # shared home: nothing is transferred back, so the sandbox ticket (<user>.cc) stays on the node
+    assert d["should_transfer_files"] == "NO"
+    d = build_description(r, launcher="/usr/local/bin/appliance-launch", hub_id="hub1",
+                          accounting_group="group_notebook", send_credential=True,
+                          transfer_files=True)
+    assert d["transfer_output_files"] == '""'
+
+
+def test_scheduler_sends_credential_by_default():
+    from appliance.hub.scheduler.htcondor import HTCondorScheduler
+
+    sched = HTCondorScheduler(hub_id="hub1")
+    assert sched.build_submit(req())["description"]["MY.SendCredential"] == "true"

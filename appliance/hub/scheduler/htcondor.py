@@ -47,6 +47,7 @@ def build_description(
     accounting_group: str,
     requirements: str = "",
     transfer_files: bool = False,
+    send_credential: bool = False,
     extra: Optional[dict[str, str]] = None,
 ) -> dict[str, str]:
     """The submit description (dict for ``htcondor2.Submit``) from validated values only."""
@@ -87,6 +88,14 @@ def build_description(
         desc["requirements"] = requirements
     if transfer_files:
         desc["transfer_output_files"] = '""'
+    if send_credential:
+        # The user's Kerberos ticket from the credd (stored there by the credential bridge): the
+        # starter puts it in the job's scratch directory as <user>.cc (mode 0600, owned by the
+        # user), sets KRB5CCNAME, and copies it again whenever the execute node's credmon renews
+        # it. (23.9 has no "send_credential" submit keyword; the job attribute is what counts.)
+        # The scratch directory is never transferred back: shared-home jobs transfer nothing, and
+        # with file transfer transfer_output_files is empty (above).
+        desc["MY.SendCredential"] = "true"
     for k, v in (extra or {}).items():
         desc[k] = v
     return desc
@@ -163,6 +172,11 @@ class HTCondorScheduler(Scheduler):
         False,
         help="Use HTCondor file transfer (sandbox on the node) instead of a shared home. Costs ~1 s.",
     ).tag(config=True)
+    send_credential = Bool(
+        True,
+        help="Give notebook jobs the user's Kerberos ticket (MY.SendCredential; needs the "
+        "credential bridge, a credd and a Kerberos credmon on the schedd and execute hosts).",
+    ).tag(config=True)
     extra_submit = Dict(
         {}, help="Extra submit commands added to every notebook job (admin-written)."
     ).tag(config=True)
@@ -191,6 +205,7 @@ class HTCondorScheduler(Scheduler):
                 accounting_group=self.accounting_group,
                 requirements=self.requirements,
                 transfer_files=self.transfer_files,
+                send_credential=self.send_credential,
                 extra=self.extra_submit,
             ),
         }

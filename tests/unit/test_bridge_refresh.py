@@ -1,0 +1,205 @@
+"""The bridge's ``refresh`` (re-store before a spawn, submit ccache) and the HTCondor store's
+freshness confirmation (with a fake htcondor module)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import pytest
+
+from appliance import ccache
+from appliance.credd_bridge.bridge import Bridge, BridgeRefused, CreddStoreFailed
+from appliance.credd_bridge.credstore import HTCondorCredStore
+
+from .test_bridge import T0, UIDS, Clock, FakeRenewer, FlakyStore, put_cache
+from .test_ccache import REALM
+
+
+@pytest.fixture
+def env(tmp_path):
+    ccdir = tmp_path / "ccache"
+    ccdir.mkdir()
+    submit = tmp_path / "submit"
+    clock = Clock()
+    store = FlakyStore()
+    b = Bridge(store, realm=REALM, uid_for=UIDS.__getitem__, ccache_dir=str(ccdir), clock=clock,
+               renewer=FakeRenewer(clock), submit_dir=str(submit))
+    return b, store, clock, ccdir, submit
+
+
+def test_refresh_without_credential_says_log_in_again(env):
+    b, store, *_ = env
+    with pytest.raises(BridgeRefused) as e:
+        b.refresh("alice")
+    assert e.value.code == "no_credential"
+    assert store.puts == 0
+
+
+def test_refresh_restores_current_copy(env):
+    b, store, clock, ccdir, _ = env
+    b.store("alice", put_cache(ccdir))
+    assert store.puts == 1
+    clock.t = T0 + 100
+    state, path = b.refresh("alice")
+    assert store.puts == 2 and path is None
+    assert state["last_forwarded"] == T0 + 100
+    assert ccache.parse(store.creds["alice"]).principal == ccache.parse(b._users["alice"].ccache).principal
+
+
+def test_refresh_sends_the_renewed_copy(env):
+    b, store, clock, ccdir, _ = env
+    b.store("alice", put_cache(ccdir))
+    clock.t = T0 + 300
+    b.run_due()  # renewed: valid until T0 + 900
+    store.creds.clear()
+    clock.t = T0 + 400
+    state, _ = b.refresh("alice")
+    assert state["valid_until"] == T0 + 900
+    assert ccache.parse(store.creds["alice"]).tgt.endtime == T0 + 900
+
+
+def test_refresh_refuses_expired_or_nearly_expired(env):
+    b, store, clock, ccdir, _ = env
+    b.store("alice", put_cache(ccdir))
+    b.renewer.fail = ccache.RenewError("Cannot contact any KDC")
+    clock.t = T0 + 560  # renewal failed so far; 40 s left < min_valid 60
+    with pytest.raises(BridgeRefused) as e:
+        b.refresh("alice")
+    assert e.value.code == "expired" and "expires at" in e.value.message
+    state, _ = b.refresh("alice", min_valid=10)  # with a smaller margin it is still usable
+    assert state["valid_until"] == T0 + 600
+    clock.t = T0 + 601
+    b.run_due()
+    assert b.state("alice")["state"] == "expired"
+    with pytest.raises(BridgeRefused):
+        b.refresh("alice", min_valid=0)
+
+
+def test_refresh_credd_down_keeps_state_and_reports(env):
+    b, store, clock, ccdir, _ = env
+    b.store("alice", put_cache(ccdir))
+    store.down = True
+    with pytest.raises(CreddStoreFailed) as e:
+        b.refresh("alice")
+    assert e.value.state["state"] == "retrying" and "credd unreachable" in e.value.state["error"]
+    store.down = False
+    state, _ = b.refresh("alice")
+    assert state["state"] == "active" and state["error"] is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown)")
+def test_refresh_writes_private_submit_ccache(env):
+    b, store, clock, ccdir, submit = env
+    b.store("alice", put_cache(ccdir))
+    _, path = b.refresh("alice", write_ccache=True)
+    assert os.path.dirname(path) == str(submit)
+    st = os.lstat(path)
+    assert stat.S_ISREG(st.st_mode) and st.st_uid == 2001 and stat.S_IMODE(st.st_mode) == 0o600
+    with open(path, "rb") as f:
+        assert f.read() == b._users["alice"].ccache
+    assert stat.S_IMODE(os.stat(submit).st_mode) == 0o711
+    _, path2 = b.refresh("alice", write_ccache=True)
+    assert path2 != path  # one file per submission
+    # left-over files are swept after submit_max_age
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    b.refresh("alice", write_ccache=True)
+    assert not os.path.exists(path) and os.path.exists(path2)
+
+
+def test_refresh_without_submit_dir_refuses_ccache(tmp_path):
+    ccdir = tmp_path / "cc"
+    ccdir.mkdir()
+    b = Bridge(FlakyStore(), realm=REALM, uid_for=UIDS.__getitem__, ccache_dir=str(ccdir),
+               clock=Clock(), renewer=FakeRenewer(Clock()))
+    b.store("alice", put_cache(ccdir))
+    with pytest.raises(BridgeRefused):
+        b.refresh("alice", write_ccache=True)
+
+
+# ---------------------------------------------------------------------------
+# HTCondorCredStore against a fake htcondor module
+
+
+class FakeCredd:
+    """Behaves like the 23.9 credd + appliance credmon: add writes .cred at once; the credmon
+    makes .cc ``lag`` seconds later; query returns the .cc mtime in whole seconds."""
+
+    def __init__(self, world):
+        self.w = world
+
+    def add_user_cred(self, credtype, data, user):
+        if self.w.fail_add:
+            raise RuntimeError("Communication error")
+        self.w.adds.append((credtype, user, data))
+        self.w.cc_at = time.time() + self.w.lag
+
+    def query_user_cred(self, credtype, user):
+        self.w.queries += 1
+        if self.w.cc_at is None:
+            return None
+        if time.time() >= self.w.cc_at:
+            return int(self.w.cc_at)
+        return self.w.old_mtime
+
+    def delete_user_cred(self, credtype, user):
+        self.w.cc_at = None
+
+
+class FakeHTCondor:
+    class CredType:
+        Kerberos = 32
+
+    class DaemonType:
+        Credd = "Credd"
+
+    def __init__(self, lag=0.2, old_mtime=None):
+        self.adds = []
+        self.queries = 0
+        self.lag = lag
+        self.cc_at = None
+        self.old_mtime = old_mtime
+        self.fail_add = False
+        self.located = 0
+        self.param = {"UID_DOMAIN": "mini.test"}
+        world = self
+
+        class Collector:
+            def locate(self, dtype, name):
+                world.located += 1
+                return {"Name": name}
+
+        self.Collector = Collector
+        self.Credd = lambda ad=None: FakeCredd(world)
+
+
+def test_credstore_waits_for_the_credmon():
+    mod = FakeHTCondor(lag=0.3, old_mtime=int(time.time()) - 50)
+    s = HTCondorCredStore("lane.mini.test", module=mod, poll=0.02)
+    t = time.monotonic()
+    s.put("alice", b"ticket")
+    took = time.monotonic() - t
+    assert 0.25 <= took < 2, took  # did not accept the old .cc mtime the credd answers first
+    assert mod.adds == [(32, "alice@mini.test", b"ticket")]
+    assert mod.queries >= 2
+
+
+def test_credstore_times_out_when_credmon_never_confirms():
+    mod = FakeHTCondor(lag=60, old_mtime=int(time.time()) - 50)
+    s = HTCondorCredStore(module=mod, confirm_timeout=0.3, poll=0.02)
+    with pytest.raises(RuntimeError, match="did not confirm"):
+        s.put("alice", b"ticket")
+
+
+def test_credstore_user_template_and_relocate_on_error():
+    mod = FakeHTCondor(lag=0)
+    s = HTCondorCredStore("lane.mini.test", user_template="{user}@other.test", module=mod)
+    s.put("bob", b"x")
+    assert mod.adds[-1][1] == "bob@other.test"
+    assert mod.located == 1
+    mod.fail_add = True
+    with pytest.raises(RuntimeError):
+        s.put("bob", b"x")
+    assert mod.located == 2  # looked the credd up again before giving up
