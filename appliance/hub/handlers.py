@@ -4,6 +4,8 @@
 Accepted only with the token of a server that is currently starting (compared in constant time with
 that spawner's own API token) and only for an integer inside the spawner's configured port range.
 The host is never taken from here: it comes from the scheduler.
+
+``GET /hub/api/batch/credential`` — the current user's own Kerberos credential state (home page).
 """
 
 from __future__ import annotations
@@ -63,7 +65,79 @@ class OptionsSchemaHandler(APIHandler):
         self.write(json.dumps(json_schema(spawner.bounds())))
 
 
+def credential_view(state: dict | None, login: dict | None, now: float,
+                    warn_seconds: float) -> dict:
+    """What the home page shows: the bridge's state plus whether a spawn can use it and what the
+    user should do. No ticket data, only names and times."""
+    out: dict = {"state": "none", "principal": None, "valid_until": None, "renew_until": None,
+                 "last_forwarded": None, "last_renewed": None, "error": None, "usable": False,
+                 "warning": None, "now": int(now)}
+    if state:
+        for k in ("state", "principal", "valid_until", "renew_until", "last_forwarded",
+                  "last_renewed", "error"):
+            out[k] = state.get(k)
+    if login and not login.get("ok"):
+        out["login_error"] = login.get("message") or login.get("error")
+    st = out["state"]
+    valid = out["valid_until"] or 0
+    renew = out["renew_until"]
+    end = max(valid, renew or 0)
+    if st == "none" or st == "expired" or valid <= now:
+        out["warning"] = ("No valid Kerberos ticket is stored for you"
+                          + (f" ({out['login_error']})" if out.get("login_error") else "")
+                          + ": log out and log in again before starting a server.")
+        return out
+    out["usable"] = True
+    if st == "retrying":
+        out["warning"] = (f"Renewing or forwarding your ticket failed ({out['error']}); "
+                          "retrying. Notebooks keep the current ticket until it expires.")
+    elif st == "final" or renew is None:
+        out["warning"] = ("Your ticket cannot be renewed any more: log in again before it "
+                          "expires.")
+    elif end - now < warn_seconds:
+        out["warning"] = ("Your ticket can only be renewed for a short while: log in again "
+                          "before the renewable lifetime ends.")
+    out["log_in_again_before"] = int(end)
+    return out
+
+
+class CredentialHandler(APIHandler):
+    """``GET /hub/api/batch/credential``: the CURRENT user's Kerberos credential state (principal,
+    valid until, renewable until, last forwarded, warnings), from the credential bridge. There is
+    no parameter: nobody can ask for another user's state, and no ticket data is ever returned."""
+
+    @web.authenticated
+    async def get(self):
+        import time
+
+        from ..credd_bridge.client import BridgeClient, BridgeError
+
+        user = self.current_user
+        if user is None or not hasattr(user, "spawners"):
+            raise web.HTTPError(403, "only users have a credential")
+        auth = self.authenticator
+        sock = getattr(auth, "bridge_socket", "/run/appliance/bridge.sock")
+        state, bridge_error = None, None
+        try:
+            state = await BridgeClient(sock, timeout=5).state(user.name)
+        except BridgeError as e:
+            bridge_error = e.message
+        try:
+            auth_state = await user.get_auth_state() or {}
+        except Exception:  # pragma: no cover - no crypt key: no auth state
+            auth_state = {}
+        view = credential_view(state, auth_state.get("credential"), time.time(),
+                               float(getattr(auth, "credential_warn_seconds", 86400)))
+        view["user"] = user.name
+        if bridge_error:
+            view["bridge_error"] = bridge_error
+            view["warning"] = f"The credential service is not reachable ({bridge_error})."
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps(view))
+
+
 default_handlers = [
     (r"/api/batch/port", PortReportHandler),
     (r"/api/batch/options-schema", OptionsSchemaHandler),
+    (r"/api/batch/credential", CredentialHandler),
 ]

@@ -93,8 +93,10 @@ def test_jhub_starts_at_once_while_batch_is_full(client_for):
     times = ctl(f"scontrol show job {job['id']} | grep -o 'SubmitTime=[^ ]*\\|StartTime=[^ ]*'")
     print(f"\nwith maxwell+all full: spawn -> ready {total:.2f} s; {times.split()}")
     sub, start = (t.split("=", 1)[1] for t in times.split())
+    # Started by the event-driven scheduler, not a later backfill pass (bf_interval is 30 s);
+    # the bound is loose on purpose: speed is measured by performance/bench.py, not asserted here.
     assert (time.mktime(time.strptime(start, "%Y-%m-%dT%H:%M:%S"))
-            - time.mktime(time.strptime(sub, "%Y-%m-%dT%H:%M:%S"))) <= 2
+            - time.mktime(time.strptime(sub, "%Y-%m-%dT%H:%M:%S"))) <= 10
     alice.stop()
 
 
