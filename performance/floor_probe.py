@@ -8,12 +8,13 @@ a free port and times process start -> first HTTP 200 from its /api, polling eve
                      a dummy hub in this process (answers the startup version check and activity
                      posts at once), so only the server's own start is timed.
 
-Prints one JSON line: {"mode": ..., "start_to_ready_s": ..., "ok": true|false}.
+Prints one JSON line: {"mode": ..., "start_to_ready_s": ..., "cpu_s": ..., "ok": true|false}.
 Usage: floor_probe.py MODE [BIN_DIR] [TIMEOUT]. Stdlib only; copied to the node by bench.py.
 """
 
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -83,6 +84,7 @@ def main() -> None:
             "JUPYTERHUB_DEFAULT_URL": "/lab",
         })
         cmd = [os.path.join(bindir, "jupyterhub-singleuser")]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             cwd=os.path.expanduser("~"))
@@ -106,7 +108,12 @@ def main() -> None:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
-    print(json.dumps({"mode": mode, "start_to_ready_s": round(dt, 3), "ok": ok}))
+            proc.wait()
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    # cpu_s: CPU seconds the server used from start to its shutdown (start dominates): what N
+    # servers starting at once need from the node's cores.
+    print(json.dumps({"mode": mode, "start_to_ready_s": round(dt, 3), "cpu_s": round(cpu, 3), "ok": ok}))
 
 
 if __name__ == "__main__":

@@ -229,6 +229,11 @@ def artifacts():
     return ARTIFACTS
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes minutes (real 2-minute Kerberos tickets); still part of make test")
+
+
 def pytest_collection_modifyitems(config, items):
     # Unit tests first, then integration, then browser: cheap failures surface first.
     order = {"unit": 0, "integration": 1, "browser": 2}

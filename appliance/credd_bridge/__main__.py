@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
                     default=float(_env("CONFIRM_TIMEOUT", "5")),
                     help="seconds to wait for the credd's credmon to confirm a store "
                     "[CREDD_BRIDGE_CONFIRM_TIMEOUT] (default %(default)s)")
+    ap.add_argument("--push-running", default=_env("PUSH_RUNNING", "yes"),
+                    choices=("yes", "no", "1", "0", "true", "false"),
+                    help="send a new login's ticket to the credds of the execute nodes running "
+                    "the user's jobs [CREDD_BRIDGE_PUSH_RUNNING] (default %(default)s)")
+    ap.add_argument("--schedd-name", default=_env("SCHEDD_NAME"),
+                    help="schedd whose running jobs get a new login's ticket; default: the "
+                    "credd's host [CREDD_BRIDGE_SCHEDD_NAME]")
     ap.add_argument("--submit-dir", default=_env("SUBMIT_DIR", DEFAULT_SUBMIT_DIR),
                     help="where 'refresh' writes a user's current ticket for one submission; "
                     "empty: never [CREDD_BRIDGE_SUBMIT_DIR] (default %(default)s)")
@@ -118,7 +125,8 @@ def make_server(args: argparse.Namespace) -> BridgeServer:
         store = MemoryCredStore()
     else:
         store = HTCondorCredStore(args.credd_name, args.credd_user_template,
-                                  confirm_timeout=args.confirm_timeout)
+                                  confirm_timeout=args.confirm_timeout,
+                                  schedd_name=args.schedd_name)
     bridge = Bridge(
         store,
         realm=args.realm,
@@ -129,6 +137,7 @@ def make_server(args: argparse.Namespace) -> BridgeServer:
         retry_min=args.retry_min,
         retry_max=args.retry_max,
         submit_dir=args.submit_dir or None,
+        push_running=str(args.push_running).lower() in ("yes", "1", "true"),
     )
     gid = None
     if args.socket_group:

@@ -86,6 +86,9 @@ class UserRecord:
     pending_store: bool = False
     failures: int = 0
     generation: int = 0
+    pushed_to: list = dataclasses.field(default_factory=list)
+    last_pushed: Optional[float] = None
+    push_error: Optional[str] = None
 
     def public(self) -> dict:
         def t(v):
@@ -101,6 +104,9 @@ class UserRecord:
             "last_renewed": t(self.last_renewed),
             "next_action": t(self.next_action),
             "error": self.error,
+            "pushed_to": list(self.pushed_to),
+            "last_pushed": t(self.last_pushed),
+            "push_error": self.push_error,
         }
 
 
@@ -118,6 +124,9 @@ class Bridge:
     ``clock``: returns seconds since the epoch.  ``renewer``: bytes -> renewed bytes.
     ``submit_dir``: where :meth:`refresh` writes a user's current ticket for a submission
     (a root-owned 0711 directory; ``None`` disables that).
+    ``push_running``: after storing a NEW login's ticket, also hand it to the execute nodes
+    where the user's jobs run (if the store can: ``store.push_running(user, data)``), in the
+    background; HTCondor 23.9 has no other way to get a newer ticket into running jobs.
     """
 
     def __init__(
@@ -137,6 +146,7 @@ class Bridge:
         max_size: int = ccache.MAX_CCACHE_SIZE,
         submit_dir: Optional[str] = None,
         submit_max_age: float = 600.0,
+        push_running: bool = True,
     ) -> None:
         self.store_backend = store
         self.realm = realm
@@ -152,6 +162,7 @@ class Bridge:
         self.max_size = max_size
         self.submit_dir = os.path.normpath(submit_dir) if submit_dir else None
         self.submit_max_age = submit_max_age
+        self.push_running = push_running and hasattr(store, "push_running")
         self._lock = threading.Lock()
         self._user_locks: dict[str, threading.Lock] = {}
         self._users: dict[str, UserRecord] = {}
@@ -284,7 +295,30 @@ class Bridge:
             _iso(rec.next_action),
         )
         self._changed()
+        if self.push_running:
+            threading.Thread(target=self.push, args=(user, payload, generation),
+                             name=f"push-{user}", daemon=True).start()
         return rec.public()
+
+    def push(self, user: str, data: bytes, generation: int) -> None:
+        """Hand ``data`` (a new login's ticket) to the execute nodes running ``user``'s jobs.
+        Never raises; the result goes to the user's state (``pushed_to``, ``push_error``)."""
+        t0 = time.monotonic()
+        try:
+            done, errors = self.store_backend.push_running(user, data)
+        except Exception as exc:  # noqa: BLE001
+            done, errors = [], {"*": str(exc)}
+        with self._lock:
+            rec = self._users.get(user)
+            if rec is None or rec.generation != generation:
+                return
+            rec.pushed_to = sorted(done)
+            rec.last_pushed = self.clock()
+            rec.push_error = "; ".join(f"{h}: {m}" for h, m in sorted(errors.items())) or None
+        if done or errors:
+            log.info("user %s: new ticket sent to running jobs on %s in %.3f s%s", user,
+                     ", ".join(sorted(done)) or "no node", time.monotonic() - t0,
+                     f"; failed: {rec.push_error}" if errors else "")
 
     def refresh(self, user: str, *, min_valid: float = 60.0,
                 write_ccache: bool = False) -> tuple[dict, Optional[str]]:

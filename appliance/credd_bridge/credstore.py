@@ -10,6 +10,7 @@ It must raise on failure; the message should name the problem, never the data.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Optional, Protocol
@@ -41,11 +42,15 @@ class MemoryCredStore:
             self.creds.pop(user, None)
 
 
+class ConfirmTimeout(RuntimeError):
+    """The credd stored the credential, but its credmon did not process it in time."""
+
+
 class HTCondorCredStore:
     """Stores into an HTCondor credd.
 
-    ``credd_name``: the credd's name to locate through the collector
-    (``None``: the collector's only credd, as ``htcondor2.Credd()`` finds it).
+    ``credd_name``: the credd's name to locate through the collector (``None``: the HTCondor
+    configuration's ``CREDD_HOST``, else the collector's only credd).
     ``user_template``: how the credd names the user; the credd wants ``user@domain``
     and writes ``<dir>/<user>.cred``.  A template without ``@`` gets ``@$(UID_DOMAIN)``.
     ``confirm_timeout``: see :meth:`put`.
@@ -61,8 +66,11 @@ class HTCondorCredStore:
         module=None,
         confirm_timeout: float = 5.0,
         poll: float = 0.05,
+        schedd_name: Optional[str] = None,
     ) -> None:
         self.credd_name = credd_name
+        self.schedd_name = schedd_name
+        self._credd_name: Optional[str] = None  # the located credd's Name
         self.user_template = user_template
         self._mod = module
         self.confirm_timeout = confirm_timeout
@@ -82,11 +90,27 @@ class HTCondorCredStore:
     def _credd(self, fresh: bool = False):
         if self._credd_obj is None or fresh:
             mod = self._htcondor()
-            if self.credd_name:
-                ad = mod.Collector().locate(mod.DaemonType.Credd, self.credd_name)
-                self._credd_obj = mod.Credd(ad)
+            name = self.credd_name
+            if not name:
+                try:
+                    name = mod.param.get("CREDD_HOST") or None
+                except Exception:  # noqa: BLE001
+                    name = None
+            coll = mod.Collector()
+            if name:
+                ad = coll.locate(mod.DaemonType.Credd, name)
             else:
-                self._credd_obj = mod.Credd()
+                ads = list(coll.locateAll(mod.DaemonType.Credd))
+                if len(ads) != 1:
+                    raise RuntimeError(
+                        f"the collector lists {len(ads)} credds: set CREDD_BRIDGE_CREDD_NAME "
+                        "(or CREDD_HOST in the HTCondor client configuration)")
+                ad = ads[0]
+            self._credd_obj = mod.Credd(ad)
+            try:
+                self._credd_name = str(ad["Name"])
+            except Exception:  # noqa: BLE001
+                self._credd_name = name
         return self._credd_obj
 
     def _kerberos(self):
@@ -110,6 +134,8 @@ class HTCondorCredStore:
         """Run ``fn(credd)``; on failure locate the credd again and retry once."""
         try:
             return fn(self._credd())
+        except ConfirmTimeout:
+            raise
         except Exception:  # noqa: BLE001 - stale address, restarted credd, ...
             return fn(self._credd(fresh=True))
 
@@ -124,20 +150,77 @@ class HTCondorCredStore:
         written earlier within the same second counts as fresh.)
         """
         name = self.credd_user(user)
-        kerberos = self._kerberos()
         with self._lock:
-            started = time.time()
-            self._call(lambda c: c.add_user_cred(kerberos, bytes(ccache), name))
-            deadline = time.monotonic() + self.confirm_timeout
-            while True:
-                mtime = self._call(lambda c: c.query_user_cred(kerberos, name))
-                if isinstance(mtime, int) and mtime >= int(started):
-                    return
-                if time.monotonic() >= deadline:
-                    raise RuntimeError(
-                        f"the credd took the credential but its credmon did not confirm it within "
-                        f"{self.confirm_timeout:g} s")
-                time.sleep(self.poll)
+            self._call(lambda c: self._put_confirmed(c, name, ccache))
+
+    def _put_confirmed(self, credd, name: str, ccache: bytes) -> None:
+        kerberos = self._kerberos()
+        started = time.time()
+        credd.add_user_cred(kerberos, bytes(ccache), name)
+        deadline = time.monotonic() + self.confirm_timeout
+        while True:
+            mtime = credd.query_user_cred(kerberos, name)
+            if isinstance(mtime, int) and mtime >= int(started):
+                return
+            if time.monotonic() >= deadline:
+                raise ConfirmTimeout(
+                    f"the credd took the credential but its credmon did not confirm it within "
+                    f"{self.confirm_timeout:g} s")
+            time.sleep(self.poll)
+
+    def running_hosts(self, user: str) -> list[str]:
+        """Execute hosts of ``user``'s running jobs that carry a Kerberos credential, from the
+        schedd next to the credd (``schedd_name``, default: the credd's own name)."""
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", user):
+            raise ValueError("bad user name")
+        mod = self._htcondor()
+        name = self.schedd_name
+        if not name:
+            self._credd()
+            name = self._credd_name
+        coll = mod.Collector()
+        ad = coll.locate(mod.DaemonType.Schedd, name) if name else coll.locate(
+            mod.DaemonType.Schedd)
+        jobs = mod.Schedd(ad).query(
+            constraint=f'Owner == "{user}" && JobStatus == 2 && SendCredential =?= true',
+            projection=["RemoteHost"])
+        hosts = set()
+        for job in jobs:
+            remote = str(job.get("RemoteHost") or "")
+            host = remote.split("@")[-1]
+            if host:
+                hosts.add(host)
+        return sorted(hosts)
+
+    def push_running(self, user: str, ccache: bytes) -> tuple[list[str], dict[str, str]]:
+        """Store ``ccache`` in the credd of every execute node running one of ``user``'s jobs.
+
+        HTCondor 23.9 gives a running job a newer Kerberos ticket only through the execute
+        node's own credential directory (the starter copies ``<user>.cc`` into the job whenever
+        it changes); the shadow never sends one again. So the execute nodes run a credd too
+        (same directory, the bridge as its only CRED_SUPER_USERS entry), and the bridge stores a
+        new login's ticket there; the node's credmon makes the ``.cc``. Nodes without a credd are
+        reported and skipped: their jobs keep renewing the old ticket until its renew-till.
+        Returns ``(hosts done, {host: error})``.
+        """
+        name = self.credd_user(user)
+        done: list[str] = []
+        errors: dict[str, str] = {}
+        with self._lock:
+            hosts = self.running_hosts(user)
+            mod = self._htcondor()
+            for host in hosts:
+                try:
+                    ad = mod.Collector().locate(mod.DaemonType.Credd, host)
+                except Exception:  # noqa: BLE001
+                    errors[host] = "no credd on this node (its jobs keep the old ticket)"
+                    continue
+                try:
+                    self._put_confirmed(mod.Credd(ad), name, ccache)
+                    done.append(host)
+                except Exception as exc:  # noqa: BLE001
+                    errors[host] = str(exc)
+        return done, errors
 
     def query(self, user: str) -> Optional[int]:
         """The credd's ``.cc`` mtime for ``user`` (None: no credential)."""

@@ -90,15 +90,21 @@ def credential_view(state: dict | None, login: dict | None, now: float,
     out["usable"] = True
     if st == "retrying":
         out["warning"] = (f"Renewing or forwarding your ticket failed ({out['error']}); "
-                          "retrying. Notebooks keep the current ticket until it expires.")
+                          f"retrying. It stays valid until {_utc(valid)}.")
     elif st == "final" or renew is None:
-        out["warning"] = ("Your ticket cannot be renewed any more: log in again before it "
-                          "expires.")
+        out["warning"] = (f"Your ticket cannot be renewed any more and expires at {_utc(valid)}: "
+                          "log in again before then.")
     elif end - now < warn_seconds:
-        out["warning"] = ("Your ticket can only be renewed for a short while: log in again "
-                          "before the renewable lifetime ends.")
+        out["warning"] = (f"Your ticket can be renewed only until {_utc(end)}: log in again "
+                          "before then, or your notebooks lose it at that time.")
     out["log_in_again_before"] = int(end)
     return out
+
+
+def _utc(ts: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
 class CredentialHandler(APIHandler):

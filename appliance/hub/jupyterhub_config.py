@@ -34,6 +34,10 @@ c.JupyterHub.last_activity_interval = 30
 c.JupyterHub.extra_handlers = list(default_handlers)
 c.JupyterHub.allow_named_servers = False
 c.JupyterHub.template_vars = {"appliance": True}
+# The home page adds the user's Kerberos credential state (templates/home.html extends the stock one).
+import appliance.hub as _hub_pkg  # noqa: E402
+
+c.JupyterHub.template_paths = [os.path.join(os.path.dirname(_hub_pkg.__file__), "templates")]
 
 # --- login ---------------------------------------------------------------------------------
 c.Authenticator.enable_auth_state = True

@@ -4,6 +4,9 @@
 #   /condor-secrets/POOL          pool signing key (every pool host installs it; daemons mint their
 #                                 condor@mini.test IDTOKENs from it)
 #   /condor-secrets/hubsvc.token  IDTOKEN for the hub's service identity hubsvc@mini.test
+# and, in the hub-token volume the appliance mounts (never the pool key):
+#   /hub-token/hubsvc.token       copy of the above
+#   /hub-token/credbridge.token   IDTOKEN of the credential bridge, credbridge@mini.test
 set -euo pipefail
 . /usr/local/lib/minisite/roles/_condor-common.sh
 
@@ -35,6 +38,17 @@ fi
 if [ -d /hub-token ] && ! cmp -s "$SECRETS/hubsvc.token" /hub-token/hubsvc.token; then
   install -m 0600 "$SECRETS/hubsvc.token" /hub-token/.hubsvc.token.tmp
   mv -f /hub-token/.hubsvc.token.tmp /hub-token/hubsvc.token
+fi
+# The credential bridge's identity credbridge@mini.test: the ONLY entry of CRED_SUPER_USERS on the
+# credds (it stores users' Kerberos tickets for them; condor-config/{lane,schedd}/30-jba-credmon-krb.conf).
+# Minted straight into the hub-token volume (no other host needs it); READ to locate the credd in
+# the collector, WRITE for STORE_CRED. Not a queue super user, not a daemon, not an administrator.
+if [ -d /hub-token ] && { [ ! -s /hub-token/credbridge.token ] || [ "$SECRETS/POOL" -nt /hub-token/credbridge.token ]; }; then
+  condor_token_create -identity credbridge@mini.test -key POOL -authz READ -authz WRITE \
+    > /hub-token/.credbridge.token.tmp
+  chmod 0600 /hub-token/.credbridge.token.tmp
+  mv -f /hub-token/.credbridge.token.tmp /hub-token/credbridge.token
+  clog "created the credbridge@mini.test IDTOKEN"
 fi
 
 run_condor_master

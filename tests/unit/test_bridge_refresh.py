@@ -154,6 +154,7 @@ class FakeHTCondor:
 
     class DaemonType:
         Credd = "Credd"
+        Schedd = "Schedd"
 
     def __init__(self, lag=0.2, old_mtime=None):
         self.adds = []
@@ -164,12 +165,17 @@ class FakeHTCondor:
         self.fail_add = False
         self.located = 0
         self.param = {"UID_DOMAIN": "mini.test"}
+        self.credds = ["lane.mini.test"]
         world = self
 
         class Collector:
             def locate(self, dtype, name):
                 world.located += 1
                 return {"Name": name}
+
+            def locateAll(self, dtype):
+                world.located += 1
+                return [{"Name": n} for n in world.credds]
 
         self.Collector = Collector
         self.Credd = lambda ad=None: FakeCredd(world)
@@ -203,3 +209,90 @@ def test_credstore_user_template_and_relocate_on_error():
     with pytest.raises(RuntimeError):
         s.put("bob", b"x")
     assert mod.located == 2  # looked the credd up again before giving up
+
+
+def test_credstore_finds_the_credd():
+    mod = FakeHTCondor(lag=0)
+    HTCondorCredStore(module=mod).put("alice", b"x")  # the collector's only credd
+    mod.credds = ["a", "b"]
+    with pytest.raises(RuntimeError, match="2 credds"):
+        HTCondorCredStore(module=mod).put("alice", b"x")
+    mod.param["CREDD_HOST"] = "a"
+    HTCondorCredStore(module=mod).put("alice", b"x")
+
+
+# ---------------------------------------------------------------------------
+# a new login's ticket goes to the nodes running the user's jobs
+
+
+class PushingStore(FlakyStore):
+    def __init__(self):
+        super().__init__()
+        self.pushed = []
+        self.hosts = ["exec1.mini.test"]
+
+    def push_running(self, user, data):
+        self.pushed.append((user, data))
+        return list(self.hosts), {"exec9.mini.test": "no credd on this node"}
+
+
+def _wait(cond, timeout=5):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_new_login_is_pushed_to_running_jobs(tmp_path):
+    ccdir = tmp_path / "cc"
+    ccdir.mkdir()
+    store = PushingStore()
+    clock = Clock()
+    b = Bridge(store, realm=REALM, uid_for=UIDS.__getitem__, ccache_dir=str(ccdir), clock=clock,
+               renewer=FakeRenewer(clock))
+    b.store("alice", put_cache(ccdir))
+    assert _wait(lambda: b.state("alice")["last_pushed"] is not None)
+    st = b.state("alice")
+    assert st["pushed_to"] == ["exec1.mini.test"] and "exec9" in st["push_error"]
+    assert store.pushed == [("alice", store.creds["alice"])]
+    b.refresh("alice")  # a spawn re-stores, but pushes nothing: running jobs have this login
+    time.sleep(0.05)
+    assert len(store.pushed) == 1
+
+
+def test_push_can_be_switched_off(tmp_path):
+    ccdir = tmp_path / "cc"
+    ccdir.mkdir()
+    store = PushingStore()
+    b = Bridge(store, realm=REALM, uid_for=UIDS.__getitem__, ccache_dir=str(ccdir),
+               clock=Clock(), renewer=FakeRenewer(Clock()), push_running=False)
+    b.store("alice", put_cache(ccdir))
+    time.sleep(0.05)
+    assert store.pushed == [] and b.state("alice")["pushed_to"] == []
+
+
+class FakeSchedd:
+    def __init__(self, world):
+        self.w = world
+
+    def query(self, constraint, projection):
+        self.w.constraints.append(constraint)
+        return [{"RemoteHost": h} for h in self.w.job_hosts]
+
+
+def test_credstore_push_running_stores_on_each_job_node():
+    mod = FakeHTCondor(lag=0)
+    mod.job_hosts = ["slot1_1@exec1.mini.test", "slot1_2@exec1.mini.test",
+                     "slot1_1@exec2.mini.test"]
+    mod.constraints = []
+    mod.Schedd = lambda ad: FakeSchedd(mod)
+    s = HTCondorCredStore("lane.mini.test", module=mod)
+    done, errors = s.push_running("alice", b"new-ticket")
+    assert done == ["exec1.mini.test", "exec2.mini.test"] and errors == {}
+    assert [a[1] for a in mod.adds] == ["alice@mini.test", "alice@mini.test"]
+    assert mod.constraints == [
+        'Owner == "alice" && JobStatus == 2 && SendCredential =?= true']
+    with pytest.raises(ValueError):
+        s.push_running('alice" || true || "', b"x")
