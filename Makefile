@@ -47,5 +47,8 @@ unit: deps
 test: deps
 	bash scripts/run-tests.sh
 
+# Start-latency benchmark (docs/fast-lane.md, results in docs/performance.md); bounded to 20 min,
+# removes its load at the end. Needs matplotlib in the tools venv (requirements-test.txt).
 bench: up
+	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q matplotlib
 	$(VENV)/bin/python performance/bench.py

@@ -105,6 +105,59 @@ def sh(service: str, script: str, check: bool = True, timeout: float = 120) -> s
     return r.stdout
 
 
+def hub_up(timeout: float = 120) -> bool:
+    """Wait until the hub answers /hub/health through the front door."""
+    import requests
+
+    from tests.conftest import SITE_URL, ca_bundle
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with requests.Session() as s:
+                s.trust_env = False
+                if s.get(f"{SITE_URL}/hub/health", verify=ca_bundle(), timeout=5).status_code == 200:
+                    return True
+        except Exception:
+            pass
+        time.sleep(1)
+    return False
+
+
+def appliance_identity() -> str:
+    """The appliance container's id and start time (changes when anyone restarts/recreates it)."""
+    r = podman("inspect", "jba_appliance_1", "--format", "{{.Id}} {{.State.StartedAt}}", check=False)
+    return r.stdout.strip()
+
+
+def hub_restarted_since(t: float, identity: str) -> bool:
+    """Did JupyterHub (or its container) restart after time t? Others share the mini site: a hub
+    restart by someone else's test voids the sample (it is retried, and listed in the results).
+    Waits for the hub to be healthy again first, so a restart in progress is seen."""
+    hub_up(180)
+    if appliance_identity() != identity:
+        return True
+    try:
+        since = dt.datetime.fromtimestamp(t - 1, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        r = podman("logs", "--since", since, "jba_appliance_1", check=False, timeout=60)
+        text = r.stdout + r.stderr
+        return "Running JupyterHub version" in text or "supervisord started" in text
+    except Exception:
+        return False
+
+
+def site_starts() -> dict[str, str]:
+    """container -> when it (re)started: a restart during the run is recorded in the results."""
+    r = podman("ps", "-a", "--filter", "label=io.podman.compose.project=jba", "--format",
+               "{{.Names}} {{.Status}}", check=False)
+    out = {}
+    for line in r.stdout.splitlines():
+        name = line.split()[0]
+        st = podman("inspect", name, "--format", "{{.State.StartedAt}}", check=False).stdout.strip()
+        out[name] = st
+    return out
+
+
 # ----------------------------------------------------------------------------------------- stats
 def pct(values: list[float], q: float) -> Optional[float]:
     """Percentile with linear interpolation between closest ranks (numpy's default)."""
@@ -289,32 +342,58 @@ def stop_all_servers(users: dict[str, dict], names: list[str]) -> None:
 
 
 WINDOWS: dict[str, tuple[float, float]] = {}  # "<scenario>/<mode>" -> (start, end), for CPU use
+DISRUPTED: list[dict] = []  # samples voided because someone else restarted the hub meanwhile
 
 
 def run_scenario(backend: str, users: dict[str, dict], seq_users: list[str],
-                 burst_users: list[str]) -> list[dict]:
+                 burst_users: list[str], keep_loaded=None) -> list[dict]:
+    """N sequential spawns, then one burst. `keep_loaded()` re-checks (and tops up) the
+    saturation before each part and every 5 sequential spawns."""
     name = {"htcondor": "htcondor_lane", "slurm": "slurm_jhub"}[backend]
     out: list[dict] = []
     t_seq = time.time()
     for i, u in enumerate(seq_users):
-        check_time()
-        s = Spawn(u, users[u]["password"], backend)
-        rec = s.run()
-        rec.update(mode="sequential", index=i)
-        say(f"{backend} seq {i + 1}/{len(seq_users)} {u}: "
-            + (f"total {rec['total_s']:.2f}s" if rec["ok"] else f"FAILED {rec.get('error')}"))
-        rec["t_stop_begin"] = time.time()
-        s.stop()
+        if keep_loaded and i % 5 == 0:
+            keep_loaded()
+        for attempt in range(3):
+            check_time()
+            if not hub_up(120):
+                raise RuntimeError("the hub is down (not healthy for 120 s)")
+            s = Spawn(u, users[u]["password"], backend)
+            ident, t_try = appliance_identity(), time.time()
+            rec = s.run()
+            rec.update(mode="sequential", index=i)
+            disrupted = not rec["ok"] and hub_restarted_since(t_try, ident)
+            say(f"{backend} seq {i + 1}/{len(seq_users)} {u}: "
+                + (f"total {rec['total_s']:.2f}s" if rec["ok"] else f"FAILED {rec.get('error')}")
+                + (" -- the hub was restarted meanwhile (not by the bench): retrying" if disrupted else ""))
+            s.stop()
+            if not disrupted:
+                break
+            DISRUPTED.append(dict(rec, disrupted="hub restarted during the sample"))
         out.append(rec)
     WINDOWS[f"{name}/sequential"] = (t_seq, time.time())
     check_time(150)
-    say(f"{backend} burst: {len(burst_users)} users log in and spawn at once")
-    spawns = [Spawn(u, users[u]["password"], backend) for u in burst_users]
-    barrier = threading.Barrier(len(spawns))
-    t_burst = time.time()
-    with cf.ThreadPoolExecutor(len(spawns)) as ex:
-        recs = list(ex.map(lambda s: s.run(barrier=barrier, timeout=min(150, left() - 60)), spawns))
-    WINDOWS[f"{name}/burst"] = (t_burst, time.time())
+    for attempt in range(2):
+        if keep_loaded:
+            keep_loaded()
+        if not hub_up(120):
+            raise RuntimeError("the hub is down (not healthy for 120 s)")
+        say(f"{backend} burst: {len(burst_users)} users log in and spawn at once")
+        spawns = [Spawn(u, users[u]["password"], backend) for u in burst_users]
+        barrier = threading.Barrier(len(spawns))
+        ident, t_burst = appliance_identity(), time.time()
+        with cf.ThreadPoolExecutor(len(spawns)) as ex:
+            recs = list(ex.map(lambda s: s.run(barrier=barrier, timeout=min(150, left() - 60)),
+                               spawns))
+        WINDOWS[f"{name}/burst"] = (t_burst, time.time())
+        if all(r["ok"] for r in recs) or not hub_restarted_since(t_burst, ident) or attempt == 1:
+            break
+        say(f"{backend} burst: the hub was restarted meanwhile (not by the bench): running it again")
+        DISRUPTED.extend(dict(r, mode="burst", disrupted="hub restarted during the burst") for r in recs)
+        with cf.ThreadPoolExecutor(8) as ex:
+            list(ex.map(lambda s: s.stop(), spawns))
+        check_time(150)
     for i, rec in enumerate(recs):
         rec.update(mode="burst", index=i)
     ok = [r for r in recs if r["ok"]]
@@ -417,20 +496,31 @@ def condor_regular_slots() -> tuple[int, int]:
     return len(states), sum(1 for s in states if s == "Claimed")
 
 
+def condor_idle_load() -> int:
+    return int(sh("condor-schedd", f"condor_q {BATCH_USER} -const 'JobStatus == 1 && JbaBenchLoad =?= true' "
+                                   "-af ClusterId | wc -l").strip())
+
+
 def condor_saturate(idle: int = 500) -> dict:
+    """Every regular slot busy + >= `idle` idle batch jobs. Idempotent: tops up what is missing
+    (e.g. after someone else restarted the schedd during the run)."""
     n_regular, claimed = condor_regular_slots()
-    total = n_regular + idle + 10
-    say(f"htcondor: {n_regular} regular slots ({claimed} claimed); submitting {total} sleep jobs as "
-        f"{BATCH_USER} to schedd.mini.test")
-    sub = "\n".join([
-        "universe = vanilla", "executable = /bin/sleep", "arguments = 3600",
-        f"initialdir = /home/{BATCH_USER}", "should_transfer_files = NO",
-        "output = /dev/null", "error = /dev/null",
-        "request_cpus = 1", "request_memory = 512", "+JbaBench = true", "+JbaBenchLoad = true",
-        f"queue {total}",
-    ])
-    sh("condor-schedd", f"cd /tmp && printf '%s\\n' {sh_quote(sub)} | runuser -u {BATCH_USER} -- condor_submit -terse -")
+    idle_now = condor_idle_load()
+    total = (n_regular - claimed) + max(0, idle - idle_now)
     t0 = time.monotonic()
+    if total > 0:
+        total += 10
+        say(f"htcondor: {n_regular} regular slots ({claimed} claimed), {idle_now} idle batch jobs; "
+            f"submitting {total} sleep jobs as {BATCH_USER} to schedd.mini.test")
+        sub = "\n".join([
+            "universe = vanilla", "executable = /bin/sleep", "arguments = 3600",
+            f"initialdir = /home/{BATCH_USER}", "should_transfer_files = NO",
+            "output = /dev/null", "error = /dev/null",
+            "request_cpus = 1", "request_memory = 512", "+JbaBench = true", "+JbaBenchLoad = true",
+            f"queue {total}",
+        ])
+        sh("condor-schedd", f"cd /tmp && printf '%s\\n' {sh_quote(sub)} | "
+                            f"runuser -u {BATCH_USER} -- condor_submit -terse -")
     deadline = t0 + min(180, left() - 240)
     while True:
         n, claimed = condor_regular_slots()
@@ -439,9 +529,10 @@ def condor_saturate(idle: int = 500) -> dict:
         if time.monotonic() > deadline:
             raise RuntimeError(f"main pool not saturated: {claimed}/{n} regular slots claimed")
         time.sleep(2)
-    idle_n = int(sh("condor-schedd", f"condor_q {BATCH_USER} -const 'JobStatus == 1' -af ClusterId | wc -l").strip())
-    say(f"htcondor: main pool saturated after {time.monotonic() - t0:.0f}s: {claimed}/{n} regular "
-        f"slots claimed, {idle_n} idle batch jobs")
+    idle_n = condor_idle_load()
+    if total > 0:
+        say(f"htcondor: main pool saturated after {time.monotonic() - t0:.0f}s: {claimed}/{n} "
+            f"regular slots claimed, {idle_n} idle batch jobs")
     return {"regular_slots": n, "claimed": claimed, "idle_batch_jobs": idle_n,
             "fill_s": round(time.monotonic() - t0, 1)}
 
@@ -578,6 +669,11 @@ def lane_job_info() -> dict[str, dict]:
 
 # ----------------------------------------------------------------------------------------- Slurm
 def slurm_saturate(backlog: int = 50) -> dict:
+    """maxwell (node3; node2 is reserved for belle2) and `all` (node1) full of batch jobs plus a
+    pending backlog. Idempotent: submits only when node3 is not busy or the backlog is short."""
+    st = slurm_state()
+    if "node3" in st["busy_nodes"] and st["pending"] >= backlog:
+        return st
     u = BATCH_USER
     cmds = [f"runuser -u {u} -- sbatch -p maxwell -c 8 --time=60 --chdir=/tmp -o /dev/null "
             f"-J jba-bench-load --wrap='sleep 3000'" for _ in range(3)]
@@ -923,7 +1019,7 @@ def update_doc(table: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="N=3, M=5, small floor/stock samples")
-    ap.add_argument("--n", type=int, default=10, help="sequential spawns per backend")
+    ap.add_argument("--n", type=int, default=20, help="sequential spawns per backend (>= 10)")
     ap.add_argument("--m", type=int, default=20, help="concurrent users in the burst")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     ap.add_argument("--skip-slurm", action="store_true")
@@ -947,9 +1043,13 @@ def main() -> int:
     lane_info: dict = {}
     slurm_info: dict = {}
     nb_pslots: set = set()
+    starts0: dict = {}
     status = "complete"
     try:
         say("preflight: users in every container, no stray bench servers or load")
+        starts0 = site_starts()
+        if not hub_up(180):
+            raise RuntimeError("the hub is not healthy")
         ensure_users()
         cleanup(users, bench)
         _CLEANED.clear()
@@ -965,7 +1065,8 @@ def main() -> int:
         try:
             t_st = time.time()
             stock_fut = bg.submit(stock_saturated, stock_users, n_stock, 10.0, 120.0)
-            data["htcondor_lane"] = run_scenario("htcondor", users, seq_users, burst_users)
+            data["htcondor_lane"] = run_scenario("htcondor", users, seq_users, burst_users,
+                                                 keep_loaded=lambda: condor_saturate(500))
             say("htcondor stock (saturated): waiting for the last stock jobs' timeouts")
             data["htcondor_stock"] = stock_fut.result()
             WINDOWS["htcondor_stock"] = (t_st, time.time())
@@ -978,7 +1079,8 @@ def main() -> int:
             free_fut = bg.submit(stock_free_slot, bench[:n_free], n_free, 90.0)
             if not args.skip_slurm:
                 load["slurm"] = slurm_saturate(50)
-                data["slurm_jhub"] = run_scenario("slurm", users, seq_users, burst_users)
+                data["slurm_jhub"] = run_scenario("slurm", users, seq_users, burst_users,
+                                                  keep_loaded=lambda: slurm_saturate(50))
             data["htcondor_stock_free_slot"] = free_fut.result()
             WINDOWS["htcondor_stock_free_slot"] = (t_fr, time.time())
             slurm_info = slurm_job_info()
@@ -1025,6 +1127,10 @@ def main() -> int:
                        "floor_n": n_floor, "stock_n": n_stock, "stock_timeout_s": 120,
                        "stock_free_slot_n": n_free, "stock_free_slot_timeout_s": 90},
             "load": load,
+            "disrupted_samples": [{k: r.get(k) for k in ("user", "mode", "error", "disrupted")}
+                                  for r in DISRUPTED],
+            "site_restarts_during_run": {k: v for k, v in site_starts().items()
+                                         if k not in starts0 or starts0[k] != v},
             "phase_definitions": PHASES,
             "targets": TARGETS,
             "scenarios": sc,

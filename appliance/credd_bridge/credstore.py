@@ -42,6 +42,10 @@ class MemoryCredStore:
             self.creds.pop(user, None)
 
 
+_GENERIC_ADD = 0  # store_cred modes (HTCondor's store_cred.h), | the credential type
+_GENERIC_QUERY = 2
+
+
 class ConfirmTimeout(RuntimeError):
     """The credd stored the credential, but its credmon did not process it in time."""
 
@@ -153,13 +157,39 @@ class HTCondorCredStore:
         with self._lock:
             self._call(lambda c: self._put_confirmed(c, name, ccache))
 
+    def _no_wait_store(self):
+        """htcondor2's internal store call, if available (see :meth:`_put_confirmed`)."""
+        mod = self._htcondor()
+        fn = getattr(mod, "_credd_do_store_cred", None)
+        if fn is None and getattr(mod, "__name__", "") == "htcondor2":
+            try:
+                from htcondor2.htcondor2_impl import _credd_do_store_cred as fn  # type: ignore
+            except ImportError:  # pragma: no cover - other bindings
+                fn = None
+        return fn
+
     def _put_confirmed(self, credd, name: str, ccache: bytes) -> None:
         kerberos = self._kerberos()
         started = time.time()
-        credd.add_user_cred(kerberos, bytes(ccache), name)
+        # Credd.add_user_cred asks the credd to wait for the credmon's .cc before answering; for
+        # a user without a .cc yet, the credd polls for it only once a second (~1 s per first
+        # store, serialised here). Without that flag the credd still signals its credmon and
+        # answers at once; the confirmation below does the waiting, every 50 ms.
+        fn, addr = self._no_wait_store(), getattr(credd, "_addr", None)
+        if fn is not None and addr is not None:
+            fn(addr, name, bytes(ccache), _GENERIC_ADD | int(kerberos), None, None, -1)
+        else:
+            credd.add_user_cred(kerberos, bytes(ccache), name)
         deadline = time.monotonic() + self.confirm_timeout
         while True:
-            mtime = credd.query_user_cred(kerberos, name)
+            if fn is not None and addr is not None:
+                # a query without the wait flag, too: with it, the credd answers a query for a
+                # user whose first .cc is not there yet only after its next 1-s poll
+                mtime = fn(addr, name, None, _GENERIC_QUERY | int(kerberos), None, None, -1)
+                if not isinstance(mtime, int) or mtime < 1_000_000_000:
+                    mtime = None  # SUCCESS_PENDING: .cred stored, no .cc yet
+            else:
+                mtime = credd.query_user_cred(kerberos, name)
             if isinstance(mtime, int) and mtime >= int(started):
                 return
             if time.monotonic() >= deadline:

@@ -127,6 +127,8 @@ class FakeCredd:
     """Behaves like the 23.9 credd + appliance credmon: add writes .cred at once; the credmon
     makes .cc ``lag`` seconds later; query returns the .cc mtime in whole seconds."""
 
+    _addr = "<lane:9618>"
+
     def __init__(self, world):
         self.w = world
 
@@ -296,3 +298,27 @@ def test_credstore_push_running_stores_on_each_job_node():
         'Owner == "alice" && JobStatus == 2 && SendCredential =?= true']
     with pytest.raises(ValueError):
         s.push_running('alice" || true || "', b"x")
+
+
+def test_credstore_stores_without_credd_wait_when_bindings_allow():
+    """With htcondor2's store call the bridge skips the credd's own 1-s polling for the first
+    .cc (mode without the wait flag) and confirms through its own 50 ms queries instead."""
+    mod = FakeHTCondor(lag=0.1)
+    calls = []
+
+    def store(addr, user, data, mode, service, handle, refresh):
+        calls.append((addr, user, mode))
+        if mode == 2 | 32:  # query
+            if mod.cc_at is None or time.time() < mod.cc_at:
+                return 6  # SUCCESS_PENDING
+            return int(mod.cc_at)
+        mod.cc_at = time.time() + mod.lag
+        return 6
+
+    mod._credd_do_store_cred = store
+    s = HTCondorCredStore("lane.mini.test", module=mod, poll=0.02)
+    s.put("alice", b"t")
+    # add | Kerberos, then queries (2 | Kerberos), never with the 0x80 wait flag
+    assert calls[0] == ("<lane:9618>", "alice@mini.test", 32)
+    assert len(calls) >= 3 and {c[2] for c in calls[1:]} == {34}
+    assert mod.adds == [] and mod.queries == 0  # Credd's own (waiting) calls not used
