@@ -145,6 +145,10 @@ class BatchSpawner(Spawner):
         "(otherwise: 'log in again').",
     ).tag(config=True)
 
+    listen_poll_interval = Float(
+        0.05, help="Seconds between the spawner's cheap TCP probes of a starting server."
+    ).tag(config=True)
+
     # Runtime state
     job_id = Unicode("")
     backend = Unicode("")
@@ -368,9 +372,34 @@ class BatchSpawner(Spawner):
                     st = await watcher.status(self.job_id)
                     if st is None or st.state in (DONE, HELD):
                         raise SpawnError(self._ended_message(st))
-        port = self._reported_port
-        self._emit(f"Jupyter listening on {host}:{port}", 80)
+            port = self._reported_port
+            self._emit(f"Jupyter starting on {host}:{port}", 70)
+            await self._wait_listening(watcher, host, port)
+        self._emit(f"Jupyter listening on {host}:{port}", 90)
         return f"http://{host}:{port}"
+
+    async def _wait_listening(self, watcher: JobWatcher, host: str, port: int) -> None:
+        """Return as soon as the server accepts connections (polled every ``listen_poll_interval``).
+
+        JupyterHub's own readiness probe backs off exponentially and cost ~1.3 s (p95 3 s) per
+        spawn in performance/; probing cheaply here first makes its first probe succeed.
+        """
+        deadline = time.monotonic() + self.http_timeout
+        next_job_check = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=1)
+                writer.close()
+                return
+            except (OSError, asyncio.TimeoutError):
+                pass
+            if time.monotonic() > next_job_check:
+                next_job_check = time.monotonic() + 1
+                st = await watcher.status(self.job_id)
+                if st is None or st.state in (DONE, HELD):
+                    raise SpawnError(self._ended_message(st))
+            await asyncio.sleep(self.listen_poll_interval)
+        # Give up quietly: JupyterHub's own probe and http_timeout decide from here.
 
     async def _forward_credential(self) -> str:
         """Have the bridge store the user's current ticket in the credd again (the credd drops
