@@ -4,7 +4,9 @@ export CONTAINERS_CONF := $(CURDIR)/containers.conf
 VENV := $(CURDIR)/.venv
 COMPOSE := $(VENV)/bin/podman-compose -p jba -f compose.yaml
 HOSTCA := /etc/ssl/certs/ca-certificates.crt
-BUILD_SECRET := $(if $(wildcard $(HOSTCA)),--secret id=hostca,src=$(HOSTCA))
+comma := ,
+# Optional: networks that intercept HTTPS need the host CA for pip inside builds (never stored in a layer).
+BUILD_SECRET := $(if $(wildcard $(HOSTCA)),--secret id=hostca$(comma)src=$(HOSTCA))
 URL := https://localhost:8443
 
 .PHONY: demo demo-down deps images up wait clean-stale test unit integration bench logs
