@@ -33,7 +33,7 @@ demo: up
 	@echo
 	@echo "JupyterHub Batch Appliance is up: $(URL)/  (plain HTTP on http://localhost:8080 redirects)"
 	@echo "Demo logins (demo/users.tsv):"
-	@tail -n +2 demo/users.tsv | awk -F'\t' '{printf "  %-6s password %-14s groups: %s\n", $$1, $$4, ($$3==""?"-":$$3)}'
+	@tail -n +2 demo/users.tsv | grep -v '^bench' | awk -F'\t' '{printf "  %-6s password %-14s groups: %s\n", $$1, $$4, ($$3==""?"-":$$3)}'
 	@echo "Stop with: make demo-down (state volume is kept)"
 
 demo-down: deps
