@@ -59,6 +59,7 @@ __all__ = [
     "read_fd",
     "check_tgt",
     "renew_at",
+    "retry_delay",
     "renew",
 ]
 
@@ -547,6 +548,11 @@ def check_tgt(cc: CCache, expected_principal: str, now: float) -> Credential:
     if not tgt.renewable:
         raise CredentialRefused("not_renewable", "ticket is not renewable")
     return tgt
+
+
+def retry_delay(failures: int, retry_min: float, retry_max: float) -> float:
+    """Backoff after ``failures`` consecutive failed renewals: retry_min, doubling, capped."""
+    return min(retry_max, retry_min * (2 ** max(0, failures - 1)))
 
 
 def renew_at(cred: Credential, *, fraction: float = 0.5, margin: int = 300) -> Optional[int]:

@@ -186,7 +186,7 @@ class Bridge:
             return lock
 
     def _retry_delay(self, failures: int) -> float:
-        return min(self.retry_max, self.retry_min * (2 ** max(0, failures - 1)))
+        return ccache.retry_delay(failures, self.retry_min, self.retry_max)
 
     def _changed(self) -> None:
         if self.on_change is not None:

@@ -284,7 +284,7 @@ class KerberosCredmon:
                         raise ccache.RenewError("renewal returned another principal")
                 except Exception as exc:  # noqa: BLE001 - KDC down etc.: retry later
                     failures += 1
-                    delay = min(self.retry_max, self.retry_min * 2 ** (failures - 1))
+                    delay = ccache.retry_delay(failures, self.retry_min, self.retry_max)
                     self._retry[user] = (failures, now + delay)
                     status.error = f"renewal failed: {exc}"
                     log.warning("%s: %s (retry %d in %ds)", user, status.error, failures, delay)

@@ -9,21 +9,6 @@ import pytest
 pytestmark = [pytest.mark.minisite, pytest.mark.browser]
 
 
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        yield b
-        b.close()
-
-
 def test_home_page_shows_credential_and_renewal_warning(browser, site, users, artifacts):
     """`shortlived` (tickets renewable for 10 minutes only) sees principal, times and the
     "log in again before ..." warning."""

@@ -9,21 +9,6 @@ from tests.conftest import HubClient
 pytestmark = [pytest.mark.minisite, pytest.mark.browser]
 
 
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        yield b
-        b.close()
-
-
 def _stop(site, users, user):
     c = HubClient(site)
     c.login(user, users[user]["password"])
