@@ -10,8 +10,16 @@ for p in podman runc iptables gcc libkrb5-dev krb5-kdc krb5-admin-server aardvar
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
+  # Install only: no package may start a host service (krb5-kdc is here for the unit tests' own
+  # throwaway KDC on loopback, not as a service). policy-rc.d 101 = "action not allowed".
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && guard=1
+  fi
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  rc=0; apt-get install -y -qq --no-install-recommends "${need_apt[@]}" || rc=$?
+  [ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d
+  [ $rc -eq 0 ] || exit $rc
 fi
 export CONTAINERS_CONF="$PWD/containers.conf"
 # A venv for host-side tools (podman-compose, pytest, playwright) so the system python stays clean.
