@@ -39,7 +39,7 @@ def cluster(nodes: str = "slurm_nodes.json") -> ClusterInfo:
 
 
 def sched() -> SlurmScheduler:
-    return SlurmScheduler(submit_hosts=HOSTS)
+    return SlurmScheduler(submit_hosts=HOSTS, clock=lambda: NOW)
 
 
 def opts(**kw):

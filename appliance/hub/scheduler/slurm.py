@@ -423,7 +423,7 @@ class ClusterInfo:
     partitions: dict[str, Partition]
     nodes: dict[str, Node]
     reservations: dict[str, Reservation]
-    fetched: float = 0.0  # time.time()
+    fetched: float = 0.0  # the scheduler's clock
 
     def features(self, node_names: Optional[Iterable[str]] = None) -> list[str]:
         names = self.nodes.keys() if node_names is None else node_names
@@ -783,8 +783,10 @@ class SlurmScheduler(Scheduler):
         short = socket.gethostname().split(".")[0]
         return sorted({short, socket.getfqdn(), socket.gethostname()})
 
-    def __init__(self, **kw):
+    def __init__(self, clock=time.time, **kw):
         super().__init__(**kw)
+        #: seconds since the epoch; tests give captured cluster data its own time
+        self.clock = clock
         self._cluster: Optional[ClusterInfo] = None
         self._cluster_lock = asyncio.Lock()
         self._metas: dict[str, JobMeta] = {}
@@ -821,11 +823,11 @@ class SlurmScheduler(Scheduler):
         """Partitions, nodes and reservations (cached ``resource_cache_seconds``)."""
         max_age = self.resource_cache_seconds if max_age is None else max_age
         c = self._cluster
-        if c is not None and time.time() - c.fetched < max_age:
+        if c is not None and self.clock() - c.fetched < max_age:
             return c
         async with self._cluster_lock:
             c = self._cluster
-            if c is not None and time.time() - c.fetched < max_age:
+            if c is not None and self.clock() - c.fetched < max_age:
                 return c
             parts, nodes, resvs = await asyncio.gather(
                 self._json(self.scontrol, "show", "partition", "--json"),
@@ -833,20 +835,20 @@ class SlurmScheduler(Scheduler):
                 self._json(self.scontrol, "show", "reservation", "--json"),
             )
             c = ClusterInfo(parse_partitions(parts), parse_nodes(nodes),
-                            parse_reservations(resvs), time.time())
+                            parse_reservations(resvs), self.clock())
             self._cluster = c
             return c
 
     async def identity(self, user: str) -> Identity:
         hit = self._identities.get(user)
-        if hit and time.time() - hit[0] < self.resource_cache_seconds:
+        if hit and self.clock() - hit[0] < self.resource_cache_seconds:
             return hit[1]
         accounts = None
         if self.sacctmgr:
             out = await self._run(self.sacctmgr, "-nP", "show", "assoc", f"user={user}", "format=account")
             accounts = {ln.strip() for ln in out.splitlines() if ln.strip()}
         ident = unix_identity(user, accounts)
-        self._identities[user] = (time.time(), ident)
+        self._identities[user] = (self.clock(), ident)
         return ident
 
     # -- interface ------------------------------------------------------------------------
@@ -857,7 +859,7 @@ class SlurmScheduler(Scheduler):
                             now: Optional[float] = None) -> tuple[float, str]:
         """(hours, why): the default and the maximum runtime of a notebook with these options."""
         cluster = cluster if cluster is not None else self._cluster
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         part = self.partition_of(options)
         hours = float(self.default_runtime_hours_per_partition.get(part, self.fallback_runtime_hours))
         why = f"notebooks in partition {part} run at most {hours:g} h"
@@ -924,7 +926,7 @@ class SlurmScheduler(Scheduler):
     async def describe_resources(self, user: str) -> dict[str, Any]:
         c = await self.cluster()
         who = await self.identity(user)
-        now = time.time()
+        now = self.clock()
         parts = []
         for p in sorted(c.partitions.values(), key=lambda p: (p.name != self.notebook_partition, -p.tier, p.name)):
             if partition_access(p, who, self.submit_hosts) is not None:
@@ -975,7 +977,7 @@ class SlurmScheduler(Scheduler):
         # form and describe_resources use the longer cache.
         c = await self.cluster(max_age=self.check_max_age)
         who = await self.identity(user)
-        self.check_against(c, who, options, time.time())
+        self.check_against(c, who, options, self.clock())
 
     def _suggest(self, c: ClusterInfo, who: Identity, now: float, exclude: str) -> str:
         others = [p for p in c.usable_partitions(who, now, self.submit_hosts) if p != exclude]
@@ -1066,7 +1068,7 @@ class SlurmScheduler(Scheduler):
             return None
         hit = self._identities.get(meta.user)
         who = hit[1] if hit else unix_identity(meta.user)
-        now = time.time()
+        now = self.clock()
         constraint = meta.features or None
         if constraint:
             try:
