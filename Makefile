@@ -2,12 +2,16 @@
 SHELL := /bin/bash
 export CONTAINERS_CONF := $(CURDIR)/containers.conf
 VENV := $(CURDIR)/.venv
-COMPOSE := $(VENV)/bin/podman-compose -p jba -f compose.yaml
+# One mini site by default; `source scripts/instance.sh N` selects an independent copy N (development).
+export JBA_PROJECT ?= jba
+export JBA_TAG ?= latest
+export JBA_HTTPS_PORT ?= 8443
+COMPOSE := $(VENV)/bin/podman-compose -p $(JBA_PROJECT) -f compose.yaml
 HOSTCA := /etc/ssl/certs/ca-certificates.crt
 comma := ,
 # Optional: networks that intercept HTTPS need the host CA for pip inside builds (never stored in a layer).
 BUILD_SECRET := $(if $(wildcard $(HOSTCA)),--secret id=hostca$(comma)src=$(HOSTCA))
-URL := https://localhost:8443
+URL := https://localhost:$(JBA_HTTPS_PORT)
 
 .PHONY: demo demo-down deps images up wait clean-stale test unit integration bench logs
 
@@ -15,8 +19,8 @@ deps:
 	@bash scripts/host-setup.sh
 
 images: deps
-	podman build --pull=never $(BUILD_SECRET) -t localhost/jba-minisite:latest -f minisite/Containerfile .
-	podman build --pull=never $(BUILD_SECRET) -t localhost/jba-appliance:latest -f Containerfile .
+	podman build --pull=never $(BUILD_SECRET) -t localhost/jba-minisite:$(JBA_TAG) -f minisite/Containerfile .
+	podman build --pull=never $(BUILD_SECRET) -t localhost/jba-appliance:$(JBA_TAG) -f Containerfile .
 
 # Containers left half-dead by an earlier session (CI starts after our processes are killed).
 clean-stale: deps

@@ -50,7 +50,7 @@ from typing import Any, Optional
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import HubClient, demo_users, podman, site_exec  # noqa: E402
+from tests.conftest import PROJECT, HubClient, demo_users, podman, site_exec  # noqa: E402
 
 RESULTS = ROOT / "performance" / "results"
 DOC = ROOT / "docs" / "performance.md"
@@ -126,7 +126,7 @@ def hub_up(timeout: float = 120) -> bool:
 
 def appliance_identity() -> str:
     """The appliance container's id and start time (changes when anyone restarts/recreates it)."""
-    r = podman("inspect", "jba_appliance_1", "--format", "{{.Id}} {{.State.StartedAt}}", check=False)
+    r = podman("inspect", f"{PROJECT}_appliance_1", "--format", "{{.Id}} {{.State.StartedAt}}", check=False)
     return r.stdout.strip()
 
 
@@ -139,7 +139,7 @@ def hub_restarted_since(t: float, identity: str) -> bool:
         return True
     try:
         since = dt.datetime.fromtimestamp(t - 1, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        r = podman("logs", "--since", since, "jba_appliance_1", check=False, timeout=60)
+        r = podman("logs", "--since", since, f"{PROJECT}_appliance_1", check=False, timeout=60)
         text = r.stdout + r.stderr
         return "Running JupyterHub version" in text or "supervisord started" in text
     except Exception:
@@ -148,7 +148,7 @@ def hub_restarted_since(t: float, identity: str) -> bool:
 
 def site_starts() -> dict[str, str]:
     """container -> when it (re)started: a restart during the run is recorded in the results."""
-    r = podman("ps", "-a", "--filter", "label=io.podman.compose.project=jba", "--format",
+    r = podman("ps", "-a", "--filter", f"label=io.podman.compose.project={PROJECT}", "--format",
                "{{.Names}} {{.Status}}", check=False)
     out = {}
     for line in r.stdout.splitlines():
@@ -418,7 +418,7 @@ def ts(text: str) -> float:
 def hub_events(since_epoch: float) -> dict[str, list[tuple[float, str, str]]]:
     """user -> [(t, kind, detail)] from the hub's log (container log, UTC, ms)."""
     since = dt.datetime.fromtimestamp(since_epoch - 5, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    r = podman("logs", "--since", since, "jba_appliance_1", check=False, timeout=120)
+    r = podman("logs", "--since", since, f"{PROJECT}_appliance_1", check=False, timeout=120)
     ev: dict[str, list[tuple[float, str, str]]] = {}
     pats = [
         ("submitting", re.compile(r"^(\S+): Submitting to (\S+)")),
@@ -742,7 +742,7 @@ def slurm_job_info() -> dict[str, dict]:
 
 # ----------------------------------------------------------------------------------------- floor
 def floor(n: int) -> list[dict]:
-    podman("cp", str(ROOT / "performance" / "floor_probe.py"), "jba_condor-exec1_1:/tmp/jba-floor-probe.py")
+    podman("cp", str(ROOT / "performance" / "floor_probe.py"), f"{PROJECT}_condor-exec1_1:/tmp/jba-floor-probe.py")
     recs = []
     for i in range(n):
         for mode in ("singleuser", "lab"):

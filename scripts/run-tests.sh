@@ -4,20 +4,23 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CONTAINERS_CONF=$PWD/containers.conf
-COMPOSE=(.venv/bin/podman-compose -p jba -f compose.yaml)
+P=${JBA_PROJECT:-jba}
+URL=https://localhost:${JBA_HTTPS_PORT:-8443}
+export APPLIANCE_URL=$URL
+COMPOSE=(.venv/bin/podman-compose -p "$P" -f compose.yaml)
 start=$(date +%s)
 make --no-print-directory images || { echo "image build failed"; exit 1; }
 echo "images ready after $(( $(date +%s) - start )) s"
 FULL=1 bash scripts/clean-stale.sh
 "${COMPOSE[@]}" down -v >/dev/null 2>&1 || true
 "${COMPOSE[@]}" up -d --no-build > /tmp/jba-compose-up.log 2>&1 || { tail -50 /tmp/jba-compose-up.log; echo "compose up failed"; }
-bash scripts/wait-ready.sh https://localhost:8443 || { "${COMPOSE[@]}" logs --tail 100 appliance; }
+bash scripts/wait-ready.sh "$URL" || { "${COMPOSE[@]}" logs --tail 100 appliance; }
 echo "mini site ready after $(( $(date +%s) - start )) s"
 mkdir -p tests/artifacts
 .venv/bin/pytest -ra --timeout 600 tests "$@"
 rc=$?
 if [ $rc -ne 0 ]; then
-  for c in $(podman ps -a --filter label=io.podman.compose.project=jba --format '{{.Names}}'); do
+  for c in $(podman ps -a --filter label=io.podman.compose.project=$P --format '{{.Names}}'); do
     podman logs --tail 400 "$c" > "tests/artifacts/$c.log" 2>&1 || true
   done
   echo "container logs saved under tests/artifacts/"

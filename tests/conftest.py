@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+PROJECT = os.environ.get("JBA_PROJECT", "jba")  # compose project of the mini site under test
 SITE_URL = os.environ.get("APPLIANCE_URL", "https://localhost:8443")
+HTTP_URL = f"http://localhost:{os.environ.get('JBA_HTTP_PORT', '8080')}"  # redirects only
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
@@ -32,7 +34,7 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
 
 
 def container(service: str) -> str:
-    return f"jba_{service}_1"
+    return f"{PROJECT}_{service}_1"
 
 
 def site_exec(service: str, *cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import podman, site_exec
+from tests.conftest import container, podman, site_exec
 from tests.integration.test_credentials import (
     bridge_state, ensure_stopped, lane_jobs, login, node_cred, sandbox_ticket)
 
@@ -103,7 +103,7 @@ def test_kdc_down_during_renewal_is_retried_and_shown(site):
     st0 = bridge_state(USER)
     assert st0["state"] == "active"
     stopped = time.time()
-    podman("stop", "-t", "5", "jba_kdc_1")
+    podman("stop", "-t", "5", container("kdc"))
     try:
         # the bridge's next renewal (a quarter into the 2-minute ticket) fails: logged, retried,
         # shown in the state and on the home page; nothing crashes
@@ -116,13 +116,13 @@ def test_kdc_down_during_renewal_is_retried_and_shown(site):
         view = sl.api("GET", "/batch/credential").json()
         assert view["state"] == "retrying" and "failed" in view["warning"] and view["usable"]
         assert _bridge_pid() == pid
-        r = podman("logs", "--since", str(int(stopped) - 1), "jba_appliance_1")
+        r = podman("logs", "--since", str(int(stopped) - 1), container("appliance"))
         logs = r.stdout + r.stderr
         assert f"user {USER}: renewal failed" in logs and "retry 1 at" in logs
         r = site_exec("condor-lane", "pgrep", "-f", "appliance.credmon")
         assert r.stdout.strip()
     finally:
-        podman("start", "jba_kdc_1")
+        podman("start", container("kdc"))
         wait_for("the KDC", _kdc_answers, timeout=90, step=1)
     back = time.time()
     # the retry after the KDC came back renews the ticket: active again, no error

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import HubClient, site_exec
+from tests.conftest import HTTP_URL, SITE_URL, HubClient, site_exec
 
 pytestmark = pytest.mark.minisite
 
@@ -27,9 +27,9 @@ def test_http_redirects_to_https(site):
 
     s = requests.Session()
     s.trust_env = False
-    r = s.get("http://localhost:8080/hub/login", allow_redirects=False, timeout=10)
+    r = s.get(f"{HTTP_URL}/hub/login", allow_redirects=False, timeout=10)
     assert r.status_code == 301
-    assert r.headers["Location"].startswith("https://localhost:8443/hub/login")
+    assert r.headers["Location"].startswith(f"{SITE_URL}/hub/login")
 
 
 def test_wrong_password_refused(site, users):

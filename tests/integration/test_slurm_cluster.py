@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, podman, site_exec, wait_for
+from tests.conftest import ROOT, container, podman, site_exec, wait_for
 
 pytestmark = pytest.mark.minisite
 
@@ -43,7 +43,7 @@ def sh(cmd: str, check: bool = True, timeout: float = 120) -> subprocess.Complet
 def py(code: str, user: str | None = None, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess:
     """Run Python with the appliance package in the slurmctld container (as root or as `user`)."""
     prefix = ["runuser", "-u", user, "--"] if user else []
-    cmd = ["podman", "exec", "-i", f"jba_{CTLD}_1", *prefix, "env", f"PYTHONPATH={SRC}", PY,
+    cmd = ["podman", "exec", "-i", f"{container(CTLD)}", *prefix, "env", f"PYTHONPATH={SRC}", PY,
            "-c", textwrap.dedent(code)]
     r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120, env=_env())
     if check and r.returncode != 0:
@@ -57,9 +57,9 @@ def cluster():
     if r.returncode != 0:
         pytest.fail(f"Slurm mini cluster not running ({r.stderr.strip()}); "
                     "podman-compose -p jba up -d slurmctld slurm-node1 slurm-node2 slurm-node3")
-    podman("exec", f"jba_{CTLD}_1", "rm", "-rf", SRC)
-    podman("exec", f"jba_{CTLD}_1", "mkdir", "-p", SRC)
-    podman("cp", str(ROOT / "appliance"), f"jba_{CTLD}_1:{SRC}/appliance")
+    podman("exec", f"{container(CTLD)}", "rm", "-rf", SRC)
+    podman("exec", f"{container(CTLD)}", "mkdir", "-p", SRC)
+    podman("cp", str(ROOT / "appliance"), f"{container(CTLD)}:{SRC}/appliance")
     # The probe launcher on the shared /home: records the time of the job's first instruction in
     # the file given as --env-file (so each job has its own), then idles like a notebook.
     sh(f"""mkdir -p {PROBE.rsplit('/', 1)[0]} && cat > {PROBE} <<'EOF'
@@ -190,7 +190,7 @@ def test_cluster_shape(cluster):
     cred = sh("munge -n").stdout
     for n in ("slurm-node1", "slurm-node2", "slurm-node3"):
         r = subprocess.run(
-                ["podman", "exec", "-i", f"jba_{n}_1", "unmunge"], input=cred, text=True,
+                ["podman", "exec", "-i", f"{container(n)}", "unmunge"], input=cred, text=True,
                 capture_output=True, env=_env())
         assert "STATUS:          Success (0)" in r.stdout, (n, r.stdout, r.stderr)
 
