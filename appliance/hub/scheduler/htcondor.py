@@ -23,8 +23,8 @@ from ...names import HTCONDOR_JOB_ID_RE
 from ...userside.htcondor import locate_schedd
 from .base import DONE, HELD, PENDING, RUNNING, UNKNOWN, JobStatus, Scheduler, SubmitRequest
 
-SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]*$")
-SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]*\Z")
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+\Z")
 
 # HTCondor JobStatus codes
 _STATUS = {1: PENDING, 2: RUNNING, 3: DONE, 4: DONE, 5: HELD, 6: RUNNING, 7: PENDING}

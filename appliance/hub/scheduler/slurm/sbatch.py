@@ -19,7 +19,7 @@ from ....userside import SubmitError
 from ..base import SubmitRequest
 
 JOB_SCRIPT = str(Path(__file__).with_name("slurm_job.sh"))
-SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9_.+@%/ -]*$")  # absolute, printable, no ':' tricks needed
+SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9_.+@%/ -]*\Z")  # absolute, printable, no ':' tricks needed
 
 
 def _check_path(path: str, what: str) -> str:
