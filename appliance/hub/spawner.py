@@ -2,7 +2,7 @@
 
 The spawner owns the JupyterHub side (options, env, state, progress, the port report); everything
 scheduler-specific sits behind ``appliance.hub.scheduler.base.Scheduler``. Status comes from one
-shared :class:`~appliance.hub.scheduler.base.JobWatcher` per backend, never one query per user.
+shared :class:`~appliance.hub.scheduler.watcher.JobWatcher` per backend, never one query per user.
 
 Lifecycle of ``start()``:
 1. options were validated by ``apply_user_options`` (HTTP 400 naming the field on bad input);
@@ -37,11 +37,11 @@ from .scheduler.base import (
     PENDING,
     RUNNING,
     JobStatus,
-    JobWatcher,
     Scheduler,
     SubmitError,
     SubmitRequest,
 )
+from .scheduler.watcher import JobWatcher
 
 # One scheduler instance and one watcher per backend for the whole hub process.
 _SCHEDULERS: dict[str, Scheduler] = {}
@@ -73,7 +73,6 @@ def get_scheduler(name: str, spawner: "BatchSpawner") -> Scheduler:
         if isinstance(cls, str):
             cls = import_item(cls)
         sched = cls(config=spawner.config, log=spawner.log)
-        sched.helper_command = list(spawner.submit_helper_command)
         _SCHEDULERS[name] = sched
     return sched
 

@@ -38,15 +38,16 @@ def write_env_file(path: str, env: dict) -> None:
 
 
 def submit(request: dict) -> str:
+    """Submit with the backend's client (imported only for that backend); returns the job id."""
     backend = request.get("backend")
     if request.get("ccache"):
         os.environ["KRB5CCNAME"] = "FILE:" + request["ccache"]
     if backend == "htcondor":
-        from .hub.scheduler.htcondor import submit_as_user
+        from .htcondor import submit_as_user
 
         return submit_as_user(request["submit"])
     if backend == "slurm":
-        from .hub.scheduler.slurm import run_sbatch
+        from .slurm import run_sbatch
 
         return run_sbatch(request["submit"])
     raise ValueError(f"unknown backend {backend!r}")
