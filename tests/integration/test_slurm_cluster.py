@@ -1,7 +1,7 @@
 """The mini site's Slurm cluster with the appliance's Slurm code, without the hub.
 
 Self-contained: needs only the services slurmctld and slurm-node1..3 (podman exec). The appliance
-package (and the hostlist library it uses) is copied into the slurmctld container, which plays the
+package (and the ClusterShell library it uses for hostlists) is copied into the slurmctld container, which plays the
 submit host: the hub side of ``SlurmScheduler`` runs there as root, the submit-helper side
 (``appliance.userside.slurm.run_sbatch``) as the user via ``runuser`` (munge vouches for the uid,
 exactly as under ``sudo -u`` on the appliance). slurmctld is in jhub's AllocNodes for this purpose.
@@ -13,12 +13,13 @@ records when the job's first instruction ran; the batch script is the real ``slu
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import textwrap
 import time
 
-import hostlist
+import ClusterShell
 import pytest
 
 from tests.conftest import ROOT, container, podman, site_exec, wait_for
@@ -61,7 +62,7 @@ def cluster():
     podman("exec", f"{container(CTLD)}", "rm", "-rf", SRC)
     podman("exec", f"{container(CTLD)}", "mkdir", "-p", SRC)
     podman("cp", str(ROOT / "appliance"), f"{container(CTLD)}:{SRC}/appliance")
-    podman("cp", hostlist.__file__, f"{container(CTLD)}:{SRC}/hostlist.py")
+    podman("cp", os.path.dirname(ClusterShell.__file__), f"{container(CTLD)}:{SRC}/ClusterShell")
     # The probe launcher on the shared /home: records the time of the job's first instruction in
     # the file given as --env-file (so each job has its own), then idles like a notebook.
     sh(f"""mkdir -p {PROBE.rsplit('/', 1)[0]} && cat > {PROBE} <<'EOF'

@@ -3,7 +3,7 @@
 Written against Slurm 24.11 (``data_parser/v0.0.42``): numbers are ``{"set", "infinite",
 "number"}`` objects, lists may be JSON lists or comma-separated strings, node states are lists of
 flags (``["IDLE", "DRAIN"]``). The parsers accept plain numbers and strings too. Hostlists
-(``node[1-3,5]``) are expanded by the ``python-hostlist`` library. Pure data, no policy (that is
+(``node[1-3,5]``) are expanded by the ClusterShell library's ``NodeSet`` (LGPL-2.1+, maintained by CEA; used as a library). Pure data, no policy (that is
 ``access``).
 """
 
@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-import hostlist
+from ClusterShell.NodeSet import NodeSet, NodeSetException
 
 # Node state flags that make a node unusable for new jobs (data_parser names).
 UNUSABLE_NODE_STATES = {
@@ -53,14 +53,26 @@ def as_list(value: Any) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _top_level_groups(text: str) -> list[str]:
+    """Split at the commas outside brackets; NodeSet sorts a whole set, Slurm's order is kept."""
+    groups, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            groups.append(text[start:i])
+            start = i + 1
+    groups.append(text[start:])
+    return [g.strip() for g in groups if g.strip()]
+
+
 def expand_hostlist(text: str) -> list[str]:
-    """Expand a Slurm hostlist ("node[1-3,5],gpu[01-02]") into names, in order."""
+    """Expand a Slurm hostlist ("node[1-3,5],gpu[01-02]") into names, in Slurm's order."""
     text = (text or "").strip()
     if not text or text in ("(null)", "None"):
         return []
     try:
-        return hostlist.expand_hostlist(text, allow_duplicates=True)
-    except hostlist.BadHostlist:  # not a hostlist Slurm writes: take the names as they are
+        return [name for group in _top_level_groups(text) for name in NodeSet(group)]
+    except NodeSetException:  # not a hostlist Slurm writes: take the names as they are
         return [t for t in (s.strip() for s in text.split(",")) if t]
 
 
