@@ -26,7 +26,7 @@ export CONTAINERS_CONF="$PWD/containers.conf"
 VENV=${TOOLS_VENV:-$PWD/.venv}
 req_sha=$(sha256sum requirements-test.txt | cut -c1-16)
 if [ ! -x "$VENV/bin/pytest" ] || [ "$(cat "$VENV/.req-sha" 2>/dev/null)" != "$req_sha" ]; then
-  python3 -m venv "$VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"   # an existing (or linked) venv is reused
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -r requirements-test.txt
   echo "$req_sha" > "$VENV/.req-sha"
