@@ -38,6 +38,10 @@ demo: up
 	@echo "JupyterHub Batch Appliance is up: $(URL)/  (plain HTTP on http://localhost:8080 redirects)"
 	@echo "Demo logins (demo/users.tsv):"
 	@tail -n +2 demo/users.tsv | grep -v '^bench' | awk -F'\t' '{printf "  %-6s password %-14s groups: %s\n", $$1, $$4, ($$3==""?"-":$$3)}'
+	@podman exec $(JBA_PROJECT)_appliance_1 cat /srv/appliance/public/appliance-ca.crt > appliance-ca.crt 2>/dev/null \
+	  && echo "TLS: the demo certificate is signed by a local CA, saved as ./appliance-ca.crt (also at http://localhost:$${JBA_HTTP_PORT:-8080}/appliance-ca.crt)" \
+	  && echo "     SHA-256 $$(openssl x509 -in appliance-ca.crt -noout -fingerprint -sha256 | cut -d= -f2); trust it in your browser, or use curl --cacert appliance-ca.crt" \
+	  || echo "TLS: the site's own certificate (no local CA)"
 	@echo "Stop with: make demo-down (state volume is kept)"
 
 demo-down: deps
