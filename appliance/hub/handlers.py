@@ -116,18 +116,17 @@ class CredentialHandler(APIHandler):
     async def get(self):
         import time
 
-        from ..credd_bridge.client import BridgeClient, BridgeError
+        from .bridge import CredentialBridge, CredentialUnavailable
 
         user = self.current_user
         if user is None or not hasattr(user, "spawners"):
             raise web.HTTPError(403, "only users have a credential")
         auth = self.authenticator
-        sock = getattr(auth, "bridge_socket", "/run/appliance/bridge.sock")
         state, bridge_error = None, None
         try:
-            state = await BridgeClient(sock, timeout=5).state(user.name)
-        except BridgeError as e:
-            bridge_error = e.message
+            state = await CredentialBridge(parent=auth).state(user.name)
+        except CredentialUnavailable as e:
+            bridge_error = e
         try:
             auth_state = await user.get_auth_state() or {}
         except Exception:  # pragma: no cover - no crypt key: no auth state
@@ -136,8 +135,8 @@ class CredentialHandler(APIHandler):
                                float(getattr(auth, "credential_warn_seconds", 86400)))
         view["user"] = user.name
         if bridge_error:
-            view["bridge_error"] = bridge_error
-            view["warning"] = f"The credential service is not reachable ({bridge_error})."
+            view["bridge_error"] = bridge_error.detail
+            view["warning"] = bridge_error.message
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps(view))
 

@@ -31,6 +31,7 @@ from traitlets import Dict, Float, Instance, Integer, List, Tuple, Unicode, defa
 from traitlets.utils.importstring import import_item
 
 from ..options import Bounds, OptionsError, UserOptions, validate_options
+from .bridge import CredentialBridge, CredentialUnavailable
 from .scheduler.base import (
     DONE,
     HELD,
@@ -56,12 +57,6 @@ class SpawnError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.jupyterhub_message = message
-
-
-def _fmt_time(ts) -> str:
-    if not ts:
-        return "?"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
 def get_scheduler(name: str, spawner: "BatchSpawner") -> Scheduler:
@@ -131,12 +126,6 @@ class BatchSpawner(Spawner):
         Unicode(), default_value=["htcondor"],
         help="Backends that need the user's Kerberos ticket (submission and job) through the "
         "credential bridge.",
-    ).tag(config=True)
-    bridge_socket = Unicode(
-        "/run/appliance/bridge.sock", help="Unix socket of the credential bridge."
-    ).tag(config=True)
-    bridge_timeout = Float(
-        15.0, help="Seconds to wait for the bridge to re-store the ticket before a spawn."
     ).tag(config=True)
     credential_min_valid = Float(
         60.0,
@@ -401,57 +390,15 @@ class BatchSpawner(Spawner):
         # Give up quietly: JupyterHub's own probe and http_timeout decide from here.
 
     async def _forward_credential(self) -> str:
-        """Have the bridge store the user's current ticket in the credd again (the credd drops
-        credentials of users without jobs; the bridge's copy is the renewed one) and write a copy
-        for this one submission. Returns that file's path (deleted after the submission).
-
-        No usable ticket (none stored, expired, about to expire): fail at once, before anything
-        is submitted, and tell the user to log in again. After a bridge restart (it keeps state in
-        memory only) the login's own ticket cache is handed over again first.
-        """
-        from ..credd_bridge.client import BridgeClient, BridgeError, BridgeRefused
-
-        client = BridgeClient(self.bridge_socket, timeout=self.bridge_timeout)
-        user = self.user.name
-        login_again = "Please log out and log in again to get a new Kerberos ticket."
-        for attempt in (0, 1):
-            try:
-                answer = await client.refresh(
-                    user, write_ccache=True, min_valid=self.credential_min_valid)
-            except BridgeRefused as e:
-                if (e.code == "no_credential" and attempt == 0 and self.ccache
-                        and os.path.exists(self.ccache)):
-                    try:
-                        await client.store(user, self.ccache)
-                        continue
-                    except BridgeRefused as e2:
-                        e = e2
-                    except BridgeError as e2:
-                        raise SpawnError(
-                            f"Your Kerberos ticket could not be stored ({e2.message}). "
-                            "Try again in a minute.") from None
-                what = {
-                    "no_credential": "No Kerberos ticket is stored for you",
-                    "expired": "Your Kerberos ticket has expired or is about to",
-                    "not_renewable": "Your Kerberos ticket is not renewable",
-                    "wrong_principal": "Your ticket cache holds another principal",
-                }.get(e.code, "Your Kerberos ticket cannot be used")
-                self.log.warning("%s: no usable credential for %s: %s (%s)", self._log_name,
-                                 user, e.code, e.message)
-                raise SpawnError(f"{what} ({e.message}). {login_again}") from None
-            except BridgeError as e:
-                self.log.warning("%s: credential bridge failed for %s: %s", self._log_name, user, e)
-                raise SpawnError(
-                    f"Your Kerberos ticket could not be forwarded to the batch system "
-                    f"({e.message}). Try again in a minute.") from None
-            path = answer.get("ccache_path")
-            if not path:
-                raise SpawnError("The credential bridge returned no ticket for the submission.")
-            state = answer.get("state") or {}
-            self._emit(f"Kerberos ticket of {state.get('principal')} forwarded "
-                       f"(valid until {_fmt_time(state.get('valid_until'))})", 8)
-            return path
-        raise SpawnError(f"No Kerberos ticket is stored for you. {login_again}")  # pragma: no cover
+        """The path of a one-time copy of the user's current ticket for this submission
+        (deleted after it); no usable ticket: SpawnError "... log in again" before anything is
+        submitted. See appliance.hub.bridge.CredentialBridge.forward_credential."""
+        try:
+            return await CredentialBridge(parent=self).forward_credential(
+                self.user.name, self.ccache, min_valid=self.credential_min_valid,
+                emit=self._emit)
+        except CredentialUnavailable as e:
+            raise SpawnError(str(e)) from None
 
     async def _save(self):
         try:
