@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
+
+from ..options import json_schema
+from .spawner import BatchSpawner
 
 
 class PortReportHandler(APIHandler):
@@ -58,9 +62,6 @@ class OptionsSchemaHandler(APIHandler):
 
     @web.authenticated
     async def get(self):
-        from ..options import json_schema
-        from .spawner import BatchSpawner
-
         spawner = BatchSpawner(config=self.settings["config"], user=None)
         self.write(json.dumps(json_schema(spawner.bounds())))
 
@@ -102,8 +103,6 @@ def credential_view(state: dict | None, login: dict | None, now: float,
 
 
 def _utc(ts: float) -> str:
-    import time
-
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
@@ -114,15 +113,13 @@ class CredentialHandler(APIHandler):
 
     @web.authenticated
     async def get(self):
-        import time
-
         from ..credd_bridge.client import BridgeClient, BridgeError
 
         user = self.current_user
         if user is None or not hasattr(user, "spawners"):
             raise web.HTTPError(403, "only users have a credential")
         auth = self.authenticator
-        sock = getattr(auth, "bridge_socket", "/run/appliance/bridge.sock")
+        sock = auth.bridge_socket
         state, bridge_error = None, None
         try:
             state = await BridgeClient(sock, timeout=5).state(user.name)
@@ -133,7 +130,7 @@ class CredentialHandler(APIHandler):
         except Exception:  # pragma: no cover - no crypt key: no auth state
             auth_state = {}
         view = credential_view(state, auth_state.get("credential"), time.time(),
-                               float(getattr(auth, "credential_warn_seconds", 86400)))
+                               auth.credential_warn_seconds)
         view["user"] = user.name
         if bridge_error:
             view["bridge_error"] = bridge_error
