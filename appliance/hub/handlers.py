@@ -21,7 +21,13 @@ from ..options import json_schema
 from .spawner import BatchSpawner
 
 
-class PortReportHandler(APIHandler):
+class _APIHandler(APIHandler):
+    def get_login_url(self):
+        # tornado's @web.authenticated would redirect a GET to the login page: an API says 403.
+        raise web.HTTPError(403, "a token or login is required")
+
+
+class PortReportHandler(_APIHandler):
     @web.authenticated
     async def post(self):
         token = self.get_auth_token()
@@ -57,7 +63,7 @@ class PortReportHandler(APIHandler):
         raise web.HTTPError(403, "token does not belong to a starting server")
 
 
-class OptionsSchemaHandler(APIHandler):
+class OptionsSchemaHandler(_APIHandler):
     """``GET /hub/api/batch/options-schema``: the JSON schema of user_options (for API docs)."""
 
     @web.authenticated
@@ -106,7 +112,7 @@ def _utc(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
-class CredentialHandler(APIHandler):
+class CredentialHandler(_APIHandler):
     """``GET /hub/api/batch/credential``: the CURRENT user's Kerberos credential state (principal,
     valid until, renewable until, last forwarded, warnings), from the credential bridge. There is
     no parameter: nobody can ask for another user's state, and no ticket data is ever returned."""
