@@ -144,8 +144,12 @@ def test_admin_template_in_template_paths_wins(tmp_path):
 def test_admin_template_can_extend_the_shipped_one(tmp_path):
     (tmp_path / "spawn_form.html").write_text(
         '{% extends "appliance/spawn_form.html" %}'
-        '{% block env %}<p id="site-note">No environment variables here.</p>{% endblock %}')
+        '{% from "appliance/spawn_form_macros.html" import select %}'
+        '{% block env %}<p id="site-note">No environment variables here.</p>{% endblock %}'
+        '{% block slurm %}<fieldset id="slurm-options">'
+        '{{ select("partition", "Queue", "(any)", slurm.partitions) }}</fieldset>{% endblock %}')
     html = render_form(form_context(Bounds(), SLURM), [str(tmp_path)])
     f = Fields(html)
     assert 'id="site-note"' in html and "env" not in f.controls
-    assert "partition" in f.controls and f.scripts == 1
+    assert f.labels["partition"] == "Queue" and f.options["partition"] == ["", "jhub", "upex"]
+    assert f.in_slurm == {"partition"} and f.scripts == 1
