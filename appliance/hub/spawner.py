@@ -2,7 +2,8 @@
 
 The spawner owns the JupyterHub side (options, env, state, progress, the port report); everything
 scheduler-specific sits behind ``appliance.hub.scheduler.base.Scheduler``. Status comes from one
-shared ``JobWatcher`` per backend (``appliance.hub.registry``), never one query per user.
+shared ``JobWatcher`` per backend (``appliance.hub.registry``), never one query per user; a
+submitted job is followed by ``appliance.hub.job.NotebookJob``.
 
 Lifecycle of ``start()``:
 1. options were validated by ``apply_user_options`` (HTTP 400 naming the field on bad input);
@@ -30,22 +31,13 @@ from traitlets import Dict, Float, Instance, Integer, List, TraitError, Tuple, U
 
 from ..options import DEFAULT_RESERVED_ENV, Bounds, OptionsError, UserOptions, validate_options
 from .form import form_context, options_from_form, render_form
+from .job import NotebookJob, SpawnError, Waits
 from .registry import Registry, hub_registry
+from .scheduler.base import DONE, HELD, Scheduler, SubmitError
 from .submission import helper_argv, helper_request, run_submit_helper, submit_request
-from .scheduler.base import DONE, HELD, RUNNING, JobStatus, JobWatcher, Scheduler, SubmitError
 
 _BOUNDS = Bounds()  # the validator's defaults (appliance.options), written there once
 PORT_MIN, PORT_MAX = 1024, 65535
-
-
-class SpawnError(Exception):
-    """A spawn failed for a reason the user must see (JupyterHub shows the message)."""
-
-    jupyterhub_message = None
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.jupyterhub_message = message
 
 
 def _fmt_time(ts) -> str:
@@ -339,17 +331,25 @@ class BatchSpawner(Spawner):
         self._reported_port = None
         sched = self.registry.scheduler(opts.backend)
         watcher = self.registry.watcher(opts.backend)
-        t_submit = await self._submit(sched, opts)
+        submitted = await self._submit(sched, opts)
+        job = self._job(sched, watcher)
         with watcher.hurry():
-            host = await self._wait_running(watcher, sched, t_submit)
+            host = await job.running_host(submitted)
             self.job_host = host
             await self._save()
             self._emit(f"Job {self.job_id} running on {host}; starting Jupyter", 60)
-            port = await self._wait_port(watcher)
+            await job.while_alive(self._port_event)
+            port = self._reported_port
             self._emit(f"Jupyter starting on {host}:{port}", 70)
-            await self._wait_listening(watcher, host, port)
+            await job.listening(host, port, timeout=self.http_timeout)
         self._emit(f"Jupyter listening on {host}:{port}", 90)
         return f"http://{host}:{port}"
+
+    def _job(self, sched: Scheduler, watcher) -> NotebookJob:
+        waits = Waits(check_interval=self.check_interval, status_timeout=self.status_timeout,
+                      listen_poll_interval=self.listen_poll_interval)
+        return NotebookJob(self.job_id, self.backend, sched, watcher, job_dir=self.job_dir,
+                           waits=waits, emit=self._emit, log=self.log)
 
     async def _submit(self, sched: Scheduler, opts: UserOptions) -> float:
         """Submit as the user; returns the monotonic time after which any status query started
@@ -387,42 +387,6 @@ class BatchSpawner(Spawner):
         self._emit(f"Job {self.job_id} submitted", 20)
         await self._save()
         return t_submit
-
-    async def _wait_port(self, watcher: JobWatcher) -> int:
-        """The port the launcher reports; fails as soon as the job is gone or held."""
-        while not self._port_event.is_set():
-            try:
-                await asyncio.wait_for(self._port_event.wait(), timeout=self.check_interval)
-            except asyncio.TimeoutError:
-                await self._fail_if_ended(watcher)
-        return self._reported_port
-
-    async def _fail_if_ended(self, watcher: JobWatcher) -> None:
-        st = await watcher.status(self.job_id)
-        if st is None or st.state in (DONE, HELD):
-            raise SpawnError(self._ended_message(st))
-
-    async def _wait_listening(self, watcher: JobWatcher, host: str, port: int) -> None:
-        """Return as soon as the server accepts connections (polled every ``listen_poll_interval``).
-
-        JupyterHub's own readiness probe backs off exponentially and cost ~1.3 s (p95 3 s) per
-        spawn in performance/; probing cheaply here first makes its first probe succeed.
-        """
-        deadline = time.monotonic() + self.http_timeout
-        next_job_check = time.monotonic() + self.check_interval
-        while time.monotonic() < deadline:
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
-                                                   timeout=self.check_interval)
-                writer.close()
-                return
-            except (OSError, asyncio.TimeoutError):
-                pass
-            if time.monotonic() > next_job_check:
-                next_job_check = time.monotonic() + self.check_interval
-                await self._fail_if_ended(watcher)
-            await asyncio.sleep(self.listen_poll_interval)
-        # Give up quietly: JupyterHub's own probe and http_timeout decide from here.
 
     async def _forward_credential(self) -> str:
         """Have the bridge store the user's current ticket in the credd again (the credd drops
@@ -484,45 +448,6 @@ class BatchSpawner(Spawner):
         except Exception:  # pragma: no cover - db handling is JupyterHub's
             self.log.debug("could not save state early", exc_info=True)
 
-    def _ended_message(self, st: Optional[JobStatus]) -> str:
-        where = f" (job output: ~/{self.job_dir}/)"
-        if st is not None and st.state == HELD:
-            return f"Job {self.job_id} was held by {self.backend}: {st.reason}"
-        if st is not None and st.reason:
-            return f"Job {self.job_id} ended before Jupyter started: {st.reason}{where}"
-        return f"Job {self.job_id} ended before Jupyter started{where}"
-
-    async def _wait_running(self, watcher: JobWatcher, sched: Scheduler, t_submit: float) -> str:
-        last_msg = None
-        newer = t_submit
-        while True:
-            st = await watcher.status(self.job_id, newer_than=newer)
-            newer = None
-            if st is None or st.state == DONE:
-                raise SpawnError(self._ended_message(st))
-            if st.state == HELD:
-                await self._cancel_quietly(sched)
-                raise SpawnError(self._ended_message(st))
-            if st.state == RUNNING and st.host:
-                return st.host
-            fatal = sched.fatal_reason(st)
-            if fatal:
-                await self._cancel_quietly(sched)
-                raise SpawnError(fatal)
-            msg = f"Job {self.job_id} waiting in the {sched.name} queue" + (
-                f": {st.reason}" if st.reason else ""
-            )
-            if msg != last_msg:
-                self._emit(msg, 40)
-                last_msg = msg
-            await watcher.wait_update(timeout=self.status_timeout)
-
-    async def _cancel_quietly(self, sched: Scheduler) -> None:
-        try:
-            await sched.cancel(self.job_id)
-        except Exception as e:
-            self.log.warning("Could not remove job %s: %s", self.job_id, e)
-
     # ---------------------------------------------------------------- poll / stop
     async def poll(self):
         if not self.job_id or not self.backend:
@@ -540,10 +465,11 @@ class BatchSpawner(Spawner):
 
     async def stop(self, now=False):
         if self.job_id and self.backend:
-            await self._cancel_quietly(self.registry.scheduler(self.backend))
-            watcher = self.registry.running_watcher(self.backend)
-            if watcher is not None and not now:
-                await self._wait_gone(watcher)
+            job = self._job(self.registry.scheduler(self.backend),
+                            self.registry.running_watcher(self.backend))
+            await job.cancel()
+            if not now:
+                await job.gone(timeout=self.stop_timeout)
         if self.env_path:
             try:
                 os.unlink(self.env_path)
@@ -551,13 +477,3 @@ class BatchSpawner(Spawner):
                 pass
         self.job_id = ""
         self.job_host = ""
-
-    async def _wait_gone(self, watcher: JobWatcher) -> None:
-        """Wait (at most ``stop_timeout``) until the scheduler no longer lists the job as active."""
-        deadline = time.monotonic() + self.stop_timeout
-        mark = time.monotonic()
-        while time.monotonic() < deadline:
-            st = await watcher.status(self.job_id, newer_than=mark, timeout=self.status_timeout)
-            if st is None or st.state == DONE:
-                return
-            mark = time.monotonic()

@@ -65,7 +65,8 @@ class FakeCluster:
             if status.state == RUNNING and job_id not in self._reported and self.on_running:
                 self._reported.add(job_id)
                 self.on_running(job_id)
-        return {job_id: st for job_id, st in self.jobs.items() if st.state != DONE}
+        # a finished job is listed only with a reason (as Slurm lists it for MinJobAge)
+        return {job_id: st for job_id, st in self.jobs.items() if st.state != DONE or st.reason}
 
     def cancel(self, job_id: str) -> None:
         self.cancelled.append(job_id)

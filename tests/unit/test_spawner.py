@@ -283,6 +283,9 @@ async def test_no_credential_fails_before_anything_is_submitted(sim):
 @pytest.mark.parametrize("state,reason,message,cancelled", [
     (HELD, "SYSTEM_PERIODIC_HOLD", f"Job {JOB} was held by fake: SYSTEM_PERIODIC_HOLD", True),
     (DONE, "", f"Job {JOB} ended before Jupyter started (job output: ~/.jupyterhub-batch/)", False),
+    (DONE, "NonZeroExitCode 1:0",
+     f"Job {JOB} ended before Jupyter started: NonZeroExitCode 1:0 (job output: ~/.jupyterhub-batch/)",
+     False),
 ])
 async def test_job_held_or_gone_while_queued(sim, state, reason, message, cancelled):
     sp = sim.spawner()
