@@ -449,3 +449,9 @@ async def test_form_is_rendered_from_the_spawners_bounds_and_slurm(sim, tmp_path
     sp = sim.spawner()
     html = await sp.options_form(sp)
     assert "SLURM information unavailable: sinfo: cannot reach slurmctld" in html
+
+
+async def test_form_data_becomes_user_options(sim):
+    sp = sim.spawner()
+    assert sp.run_options_from_form({"backend": ["fake"], "cpus": ["2"], "env": ["A=1"]}) == {
+        "backend": "fake", "cpus": 2, "env": {"A": "1"}}
