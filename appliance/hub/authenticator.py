@@ -21,7 +21,7 @@ import time
 from jupyterhub.auth import Authenticator
 from traitlets import Float, Unicode, default
 
-from .bridge import CredentialBridge
+from .bridge import CredentialBridge, no_ccache_result
 
 PAM_ESTABLISH_CRED = 2
 
@@ -66,15 +66,20 @@ class KerberosPAMAuthenticator(Authenticator):
 
     service = Unicode("jupyterhub", help="PAM service name (/etc/pam.d/<service>).").tag(config=True)
     credential_warn_seconds = Float(
-        86400.0,
+        86400.0, min=0,
         help="The home page warns when the ticket's renewable lifetime ends within this many "
         "seconds (the user must log in again before then to keep notebooks supplied).",
     ).tag(config=True)
     failure_floor_seconds = Float(
-        1.0,
+        1.0, min=0, max=30,
         help="Every failed login takes at least this long, so unknown users and wrong passwords "
         "are indistinguishable by timing.",
     ).tag(config=True)
+
+    # What the login logic runs on; tests replace them on an instance (not settings).
+    pam_login = staticmethod(pam_login)
+    monotonic = staticmethod(time.monotonic)
+    sleep = staticmethod(asyncio.sleep)
 
     @default("enable_auth_state")
     def _default_enable_auth_state(self):
@@ -83,7 +88,7 @@ class KerberosPAMAuthenticator(Authenticator):
     async def authenticate(self, handler, data):
         username = (data or {}).get("username", "")
         password = (data or {}).get("password", "")
-        start = time.monotonic()
+        start = self.monotonic()
         ok, ccache, reason = False, None, "invalid input"
         if (
             isinstance(username, str)
@@ -95,17 +100,18 @@ class KerberosPAMAuthenticator(Authenticator):
             and len(password) <= 1024
         ):
             username = self.normalize_username(username)
-            ok, ccache, reason = await asyncio.to_thread(pam_login, self.service, username, password)
+            ok, ccache, reason = await asyncio.to_thread(
+                self.pam_login, self.service, username, password)
         if not ok:
             self.log.warning("Login failed for %r: %s", username[:64] if isinstance(username, str) else "?", reason)
-            left = self.failure_floor_seconds - (time.monotonic() - start)
+            left = self.failure_floor_seconds - (self.monotonic() - start)
             if left > 0:
-                await asyncio.sleep(left)
+                await self.sleep(left)
             return None
         path = ccache_file(ccache)
         if path is None:
             self.log.warning("Login of %s produced no FILE ticket cache (KRB5CCNAME=%r)", username, ccache)
-        credential = await self.hand_over(username, path)
+        credential = await self.hand_over(username, path) if path else no_ccache_result()
         principal = credential.get("principal")
         return {
             "name": username,

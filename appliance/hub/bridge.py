@@ -55,6 +55,12 @@ def _fmt_time(ts) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
+def no_ccache_result() -> dict:
+    """auth_state["credential"] of a login that produced no FILE ticket cache."""
+    return {"ok": False, "error": "no_ccache",
+            "message": "the login produced no FILE ticket cache (check pam_krb5's ccache= option)"}
+
+
 class CredentialBridge(LoggingConfigurable):
     """Client of the credential bridge for the hub (see module doc)."""
 
@@ -85,9 +91,7 @@ class CredentialBridge(LoggingConfigurable):
         "seconds"}`` (+ ``state``, ``principal`` when stored).
         """
         if not path:
-            return {"ok": False, "error": "no_ccache",
-                    "message": "the login produced no FILE ticket cache (check pam_krb5's "
-                    "ccache= option)"}
+            return no_ccache_result()
         if not self.socket:
             return {"ok": False, "error": "disabled", "message": "no credential bridge configured"}
         t0 = time.monotonic()

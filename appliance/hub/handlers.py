@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
+from ..options import json_schema
+from .spawner import BatchSpawner
 
-class PortReportHandler(APIHandler):
+
+class _APIHandler(APIHandler):
+    def get_login_url(self):
+        # tornado's @web.authenticated would redirect a GET to the login page: an API says 403.
+        raise web.HTTPError(403, "a token or login is required")
+
+
+class PortReportHandler(_APIHandler):
     @web.authenticated
     async def post(self):
         token = self.get_auth_token()
@@ -53,14 +63,11 @@ class PortReportHandler(APIHandler):
         raise web.HTTPError(403, "token does not belong to a starting server")
 
 
-class OptionsSchemaHandler(APIHandler):
+class OptionsSchemaHandler(_APIHandler):
     """``GET /hub/api/batch/options-schema``: the JSON schema of user_options (for API docs)."""
 
     @web.authenticated
     async def get(self):
-        from ..options import json_schema
-        from .spawner import BatchSpawner
-
         spawner = BatchSpawner(config=self.settings["config"], user=None)
         self.write(json.dumps(json_schema(spawner.bounds())))
 
@@ -102,20 +109,16 @@ def credential_view(state: dict | None, login: dict | None, now: float,
 
 
 def _utc(ts: float) -> str:
-    import time
-
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
-class CredentialHandler(APIHandler):
+class CredentialHandler(_APIHandler):
     """``GET /hub/api/batch/credential``: the CURRENT user's Kerberos credential state (principal,
     valid until, renewable until, last forwarded, warnings), from the credential bridge. There is
     no parameter: nobody can ask for another user's state, and no ticket data is ever returned."""
 
     @web.authenticated
     async def get(self):
-        import time
-
         from .bridge import CredentialBridge, CredentialUnavailable
 
         user = self.current_user
@@ -132,7 +135,7 @@ class CredentialHandler(APIHandler):
         except Exception:  # pragma: no cover - no crypt key: no auth state
             auth_state = {}
         view = credential_view(state, auth_state.get("credential"), time.time(),
-                               float(getattr(auth, "credential_warn_seconds", 86400)))
+                               auth.credential_warn_seconds)
         view["user"] = user.name
         if bridge_error:
             view["bridge_error"] = bridge_error.detail
