@@ -21,6 +21,7 @@ deps:
 images: deps
 	podman build --pull=never $(BUILD_SECRET) -t localhost/jba-minisite:$(JBA_TAG) -f minisite/Containerfile .
 	podman build --pull=never $(BUILD_SECRET) -t localhost/jba-appliance:$(JBA_TAG) -f Containerfile .
+	podman build --pull=never -t localhost/jba-services:$(JBA_TAG) -f minisite/services/Containerfile .
 
 # Containers left half-dead by an earlier session (CI starts after our processes are killed).
 clean-stale: deps
