@@ -80,6 +80,10 @@ def prepare(url: Optional[str] = None, timeout: float = 120.0) -> str:
     wait_reachable(url, timeout=timeout)
     if url.startswith("sqlite:///") and not os.path.exists(url.split(":///", 1)[1]):
         return url  # a new hub: JupyterHub creates the schema itself
+    # JupyterHub runs the `alembic` command of its own environment.
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     dbutil.upgrade_if_needed(url, log=log)
     return url
 
@@ -90,6 +94,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="database: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "url":
         print(redact(db_url()))
         return 0
