@@ -62,7 +62,6 @@ class MeteredBatchSpawner(BatchSpawner):
             t.finish("cancelled")
             raise
         except Exception as e:
-            cause = t.current or "other"
             st = None
             watcher = _watcher(backend)
             if watcher is not None and self.job_id:
@@ -70,7 +69,7 @@ class MeteredBatchSpawner(BatchSpawner):
             if st is not None and st.state == HELD:
                 t.finish("held", cause="held")
             else:
-                t.finish("failed", cause=cause if isinstance(e, SpawnError) else "error")
+                t.finish("failed", cause="" if isinstance(e, SpawnError) else "error")
             raise
         t.finish("started")
         return url

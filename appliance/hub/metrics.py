@@ -139,6 +139,7 @@ class SpawnTimer:
         self.started = clock()
         self.phases: dict[str, float] = {}
         self.current: Optional[str] = None
+        self.failed_phase: Optional[str] = None  # the phase an exception left
         self.outcome: Optional[str] = None
         self.tracker = tracker if tracker is not None else PENDING
 
@@ -155,6 +156,9 @@ class SpawnTimer:
             self.tracker.begin(id(self), self.backend, self.lane, t0)
         try:
             yield self
+        except BaseException:
+            self.failed_phase = name
+            raise
         finally:
             dt = self.clock() - t0
             self.phases[name] = dt
@@ -177,7 +181,7 @@ class SpawnTimer:
             raise ValueError(f"unknown spawn outcome {outcome!r}")
         self.outcome = outcome
         if not cause and outcome != "started":
-            cause = self.current or "other"
+            cause = self.current or self.failed_phase or "other"
         dt = self.clock() - self.started
         self.m.spawn_duration.labels(self.backend, self.lane, outcome).observe(dt)
         self.m.spawns.labels(self.backend, self.lane, outcome,

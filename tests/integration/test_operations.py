@@ -171,6 +171,9 @@ def test_prometheus_has_the_spawn_metrics(site):
     phases = prom('sum by (phase) (appliance_spawn_phase_duration_seconds_count{backend="htcondor"})')
     assert {r["metric"]["phase"] for r in phases} >= {"credential", "submit", "queue",
                                                       "server_start", "probe"}
+    # carol's probe with the lane schedd stopped: a failed spawn, in the submit phase.
+    failed = prom('sum(appliance_spawns_total{backend="htcondor",outcome="failed",cause="submit"})')
+    assert failed and float(failed[0]["value"][1]) >= 1
     up = prom('up{job="jupyterhub"}')
     assert up and up[0]["value"][1] == "1"
     assert prom("appliance_bridge_up") and prom("appliance_scheduler_up")

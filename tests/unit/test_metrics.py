@@ -79,6 +79,13 @@ def test_failure_cause_defaults_to_open_phase(reg, m):
             raise RuntimeError
     assert value(reg, "appliance_spawns_total", backend="slurm", lane="jhub", outcome="failed",
                  cause="submit") == 1
+    t = M.SpawnTimer("slurm", "jhub", metrics=m, clock=Clock(), tracker=M.PendingTracker())
+    with pytest.raises(OSError):
+        with t.phase("queue"):
+            raise OSError("job vanished")
+    t.finish("failed")  # after the phase closed: the phase the exception left
+    assert value(reg, "appliance_spawns_total", backend="slurm", lane="jhub", outcome="failed",
+                 cause="queue") == 1
     with pytest.raises(ValueError):
         M.SpawnTimer("slurm", metrics=m).finish("exploded")
     with pytest.raises(ValueError):
