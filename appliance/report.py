@@ -5,7 +5,8 @@
 * ``sessions-by-lane.png``   concurrent sessions per backend and lane/partition over time,
   stacked (``appliance_sessions{state="running"}``);
 * ``spawn-latency.png``      spawn-latency distribution per backend over the period
-  (``appliance_spawn_duration_seconds`` histogram, started spawns), with p50/p95.
+  (``appliance_spawn_duration_seconds`` histogram, started spawns: the counters at the end of
+  the period minus at its start), with p50/p95.
 
 Reads the Prometheus HTTP API (``/api/v1/query_range``, ``/api/v1/query``) only; matplotlib
 draws (``pip install matplotlib`` where it runs; the appliance image does not ship it).
@@ -114,13 +115,16 @@ def collect(fetch: Fetch, start: float, end: float, step: float) -> dict:
         per_day.append((d, float(r[0]["value"][1]) if r else 0.0))
     sessions = range_series(
         fetch, 'sum by (backend, lane) (appliance_sessions{state="running"})', start, end, step)
-    rng = max(60, int(end - start))
-    hist = instant(fetch, 'sum by (backend, le) (increase(appliance_spawn_duration_seconds_bucket'
-                   '{outcome="started"}[%ds]))' % rng, end)
+    # Exact counts: the counters at the end minus at the start (increase() would extrapolate).
+    q = 'sum by (backend, le) (appliance_spawn_duration_seconds_bucket{outcome="started"})'
+    at_start = {(r["metric"].get("backend", "?"), r["metric"]["le"]): float(r["value"][1])
+                for r in instant(fetch, q, start)}
     latency: dict[str, dict[float, float]] = {}
-    for r in hist:
-        le = float("inf") if r["metric"]["le"] == "+Inf" else float(r["metric"]["le"])
-        latency.setdefault(r["metric"].get("backend", "?"), {})[le] = float(r["value"][1])
+    for r in instant(fetch, q, end):
+        backend, le_text = r["metric"].get("backend", "?"), r["metric"]["le"]
+        le = float("inf") if le_text == "+Inf" else float(le_text)
+        v, v0 = float(r["value"][1]), at_start.get((backend, le_text), 0.0)
+        latency.setdefault(backend, {})[le] = v - v0 if v >= v0 else v  # v < v0: counter reset
     return {
         "start": start, "end": end,
         "rolling_users": [list(v) for v in rolling.values()][:1],

@@ -14,6 +14,7 @@ import time
 from typing import Optional
 
 from tornado import web
+from traitlets import default
 
 from . import metrics
 from .scheduler.base import HELD
@@ -47,9 +48,9 @@ class MeteredBatchSpawner(BatchSpawner):
                 metrics.record_refused(backend or "unknown", field)
             raise
 
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.apply_user_options = MeteredBatchSpawner._apply_options_metered
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return MeteredBatchSpawner._apply_options_metered
 
     async def start(self):
         opts = self.options

@@ -72,6 +72,10 @@ def services_and_roles(metrics_token: str = METRICS_TOKEN,
 
 def configure(c: Any) -> None:
     c.JupyterHub.db_url = database.db_url()
+    # jupyterhub_active_users (distinct users per 24h/7d/30d, the users-per-day picture) is
+    # recomputed hourly by default; every minute costs one small query.
+    if "active_users_update_interval" not in c.PeriodicMetricsCollector:
+        c.PeriodicMetricsCollector.active_users_update_interval = 60
     services, roles, scopes = services_and_roles()
     _extend(c, "JupyterHub", "services", services)
     _extend(c, "JupyterHub", "load_roles", roles)

@@ -29,8 +29,9 @@ def fake_prometheus(start):
                      "values": [[t, str(i)] for i, t in enumerate(ts)]}]}
             return {"result": [{"metric": {}, "values": [[t, "3"] for t in ts]}]}
         if "bucket" in q:
-            return {"result": [{"metric": {"backend": "htcondor", "le": le}, "value": [0, v]}
-                               for le, v in (("1", "0"), ("5", "8"), ("10", "9"), ("+Inf", "9"))]}
+            base = 1 if params["time"] == start else 9  # 8 spawns in the period
+            return {"result": [{"metric": {"backend": "htcondor", "le": le}, "value": [0, str(v + (base if v else 0))]}
+                               for le, v in (("1", 0), ("5", 8), ("10", 9), ("+Inf", 9))]}
         return {"result": [{"metric": {}, "value": [0, "3"]}]}
     return fetch
 
