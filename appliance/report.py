@@ -143,6 +143,7 @@ def draw(data: dict, outdir: str, prefix: str = "report-") -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     from datetime import datetime, timezone
 
     def dt(ts):
@@ -153,18 +154,22 @@ def draw(data: dict, outdir: str, prefix: str = "report-") -> list[str]:
     span = f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(data['start']))} - " \
            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(data['end']))}"
 
-    # 1. distinct users per day
-    fig, ax = plt.subplots(figsize=(8, 4))
+    # 1. distinct users per day (bars, one per calendar day) and the rolling 24 h value
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 2]})
     days = data["users_per_day"]
-    ax.bar(dt([d for d, _ in days]), [v for _, v in days], width=0.8, align="edge",
-           color="#4c72b0", label="distinct users per day")
+    labels = [time.strftime("%Y-%m-%d", time.gmtime(d)) for d, _ in days]
+    ax.bar(range(len(days)), [v for _, v in days], color="#4c72b0")
+    ax.set_xticks(range(len(days)))
+    ax.set_xticklabels(labels, rotation=45 if len(days) > 3 else 0, fontsize=8)
+    ax.set_ylabel("distinct users")
+    ax.set_title("per day")
     if data["rolling_users"]:
         ts, vs = data["rolling_users"][0]
-        ax.plot(dt(ts), vs, color="#dd8452", label="distinct users, last 24 h (rolling)")
-    ax.set_ylabel("users")
-    ax.set_title(f"Distinct users per day ({span})")
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
-    ax.legend(loc="upper left")
+        ax2.plot(dt(ts), vs, color="#dd8452", drawstyle="steps-post")
+    ax2.set_title("in the last 24 h, over the period")
+    ax2.set_ylim(bottom=0)
+    ax2.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+    fig.suptitle(f"Distinct users ({span})")
     fig.autofmt_xdate()
     paths.append(os.path.join(outdir, f"{prefix}users-per-day.png"))
     fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
@@ -181,6 +186,7 @@ def draw(data: dict, outdir: str, prefix: str = "report-") -> list[str]:
             stacks.append([m.get(t, 0.0) for t in grid])
             labels.append(name)
         ax.stackplot(dt(grid), *stacks, labels=labels, step="post")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(loc="upper left", title="backend/lane")
     ax.set_ylabel("running sessions")
     ax.set_title(f"Concurrent sessions per lane/partition ({span})")
@@ -204,6 +210,7 @@ def draw(data: dict, outdir: str, prefix: str = "report-") -> list[str]:
         ax.set_title(f"{backend}: {total:.0f} spawns, p50 {p50 or 0:.1f} s, p95 {p95 or 0:.1f} s")
         ax.set_xlabel("spawn request -> server ready (s)")
         ax.set_ylabel("spawns")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"Spawn latency per backend ({span})")
     paths.append(os.path.join(outdir, f"{prefix}spawn-latency.png"))
     fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
