@@ -8,12 +8,14 @@ import uuid
 import pytest
 
 from tests.conftest import site_exec
+from tests.integration.test_operations import wait_node_idle
 
 pytestmark = [pytest.mark.minisite, pytest.mark.browser]
 
 
 def test_staff_page_create_and_delete(browser, site, users, artifacts):
     name = f"b{uuid.uuid4().hex[:6]}"
+    wait_node_idle("node3")
     ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
     try:

@@ -38,6 +38,14 @@ def audit_records() -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+def wait_node_idle(node: str, timeout: float = 90) -> None:
+    """Slurm refuses a reservation on nodes with jobs (the service sets no IGNORE_JOBS): wait until
+    jobs of earlier tests on that node are gone (readiness check, bounded)."""
+    wait_for(f"no jobs on {node}", lambda: not site_exec(
+        "slurmctld", "squeue", "-h", "-w", node, "-o", "%i").stdout.strip(), timeout=timeout,
+        interval=1)
+
+
 def svc(client, method: str, path: str, **kw):
     headers = kw.pop("headers", {})
     headers["Authorization"] = f"token {client.token}"
@@ -62,6 +70,7 @@ def test_reservation_service(client_for):
     r = svc(alice, "POST", "/api/reservations", json=dict(body, hours=30))
     assert r.status_code == 400 and r.json()["error"] == "hours", r.text
 
+    wait_node_idle("node3")
     r = svc(alice, "POST", "/api/reservations", json=body)
     assert r.status_code == 200 and r.json()["reservation"] == full, r.text
     try:
