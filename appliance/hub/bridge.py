@@ -25,7 +25,8 @@ from traitlets import Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 from ..credd_bridge import DEFAULT_SOCKET
-from ..credd_bridge.client import BridgeClient, BridgeError, BridgeRefused
+from ..credd_bridge.client import REFUSAL_CODES, BridgeClient, BridgeError, BridgeRefused
+from . import metrics
 
 LOGIN_AGAIN = "Please log out and log in again to get a new Kerberos ticket."
 
@@ -55,6 +56,22 @@ def _fmt_time(ts) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
+class _TimedClient(BridgeClient):
+    """The bridge client, each request timed for the hub's metrics (op, seconds, result)."""
+
+    async def request(self, op: str, **fields):
+        t0, result = time.monotonic(), "error"
+        try:
+            response = await super().request(op, **fields)
+            if response.get("ok") is True:
+                result = "ok"
+            elif response.get("error") in REFUSAL_CODES:
+                result = "refused"
+            return response
+        finally:
+            metrics.observe_bridge_request(op, time.monotonic() - t0, result)
+
+
 def no_ccache_result() -> dict:
     """auth_state["credential"] of a login that produced no FILE ticket cache."""
     return {"ok": False, "error": "no_ccache",
@@ -80,7 +97,7 @@ class CredentialBridge(LoggingConfigurable):
     ).tag(config=True)
 
     def _client(self, timeout: Optional[float] = None) -> BridgeClient:
-        return BridgeClient(self.socket, timeout=self.timeout if timeout is None else timeout)
+        return _TimedClient(self.socket, timeout=self.timeout if timeout is None else timeout)
 
     # -- login -----------------------------------------------------------------------------
 

@@ -49,6 +49,13 @@ c.Authenticator.admin_users = set(filter(None, os.environ.get("APPLIANCE_ADMIN_U
 c.BatchSpawner.default_backend = "htcondor"
 c.Spawner.cmd = ["jupyterhub-singleuser"]
 
+# --- fragments shipped with the appliance (appliance/hub/config/*.py, e.g. operations: database URL
+# from its secret, the metrics reader, the reservation service, metric collectors) ---------------
+import glob  # noqa: E402
+
+for _fragment in sorted(glob.glob(os.path.join(os.path.dirname(_hub_pkg.__file__), "config", "*.py"))):
+    load_subconfig(_fragment)  # noqa: F821
+
 # --- site overrides ------------------------------------------------------------------------
 _site = os.environ.get("APPLIANCE_CONFIG", "/etc/appliance/appliance_config.py")
 if os.path.exists(_site):

@@ -10,11 +10,13 @@ restart) gets a registry of its own, and :meth:`Registry.close` stops its watche
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any, Mapping, Optional, Union
 
 from traitlets.utils.importstring import import_item
 
 from ..options import OptionsError
+from . import metrics
 from .scheduler.base import Scheduler
 from .scheduler.watcher import JobWatcher
 
@@ -49,9 +51,15 @@ class Registry:
         """The backend's watcher, running (started on first use)."""
         watcher = self._watchers.get(name)
         if watcher is None:
-            watcher = self._watchers[name] = JobWatcher(self.scheduler(name), log=self.log)
+            watcher = self._watchers[name] = JobWatcher(
+                self.scheduler(name), log=self.log,
+                on_query=lambda seconds, ok: metrics.observe_query(name, "status", seconds, ok))
         watcher.start()
         return watcher
+
+    def watchers(self) -> dict[str, JobWatcher]:
+        """The watchers started so far, by backend (for the metrics collectors)."""
+        return dict(self._watchers)
 
     def running_watcher(self, name: str) -> Optional[JobWatcher]:
         """The backend's watcher if one was started, else None (starts nothing)."""
@@ -68,7 +76,20 @@ class Registry:
 def hub_registry(settings: dict, classes: Mapping[str, Union[str, type]], *, config: Any = None,
                  log: Optional[logging.Logger] = None) -> Registry:
     """The registry of the hub whose settings dict this is (made on first use)."""
+    global _latest
     registry = settings.get(SETTINGS_KEY)
     if registry is None:
         registry = settings[SETTINGS_KEY] = Registry(classes, config=config, log=log)
+        _latest = weakref.ref(registry)
     return registry
+
+
+# The newest hub registry of this process, weakly held, for the scrape-time metrics collectors
+# (prometheus_client's registry is process-wide too); a second hub in a test replaces it.
+_latest: Optional["weakref.ref[Registry]"] = None
+
+
+def latest_watchers() -> dict[str, JobWatcher]:
+    """The watchers of the newest hub registry of this process ({} if none)."""
+    registry = _latest() if _latest is not None else None
+    return registry.watchers() if registry is not None else {}

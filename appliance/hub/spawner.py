@@ -30,6 +30,7 @@ from tornado import web
 from traitlets import Dict, Float, Instance, Integer, List, TraitError, Tuple, Unicode, default, validate
 
 from ..options import DEFAULT_RESERVED_ENV, Bounds, OptionsError, UserOptions, validate_options
+from . import metrics
 from .bridge import CredentialBridge, CredentialUnavailable
 from .form import form_context, options_from_form, render_form
 from .job import NotebookJob, SpawnError, Waits
@@ -211,6 +212,7 @@ class BatchSpawner(Spawner):
     def __init__(self, **kw):
         super().__init__(**kw)
         self._port_event = asyncio.Event()
+        self._timer: Optional[metrics.SpawnTimer] = None  # the current spawn's (metrics)
         self._reported_port: Optional[int] = None
         self._events: list[dict] = []
         self._events_changed = asyncio.Event()
@@ -236,6 +238,8 @@ class BatchSpawner(Spawner):
             sched = spawner.registry.scheduler(opts.backend)
             await sched.check_request(spawner.user.name, opts)
         except OptionsError as e:
+            backend = (user_options or {}).get("backend") or spawner.default_backend or "unknown"
+            metrics.record_refused(str(backend), e.field)
             raise web.HTTPError(400, str(e)) from None
         spawner.options = opts
 
@@ -321,17 +325,44 @@ class BatchSpawner(Spawner):
         self._reported_port = None
         sched = self.registry.scheduler(opts.backend)
         watcher = self.registry.watcher(opts.backend)
-        submitted = await self._submit(sched, opts)
+        timer = self._timer = metrics.SpawnTimer(opts.backend, metrics.spawn_lane(sched, opts))
+        try:
+            url = await self._start_job(sched, watcher, opts, timer)
+        except asyncio.CancelledError:
+            timer.finish("cancelled")
+            raise
+        except Exception:
+            st = watcher.jobs.get(self.job_id) if self.job_id else None
+            if st is not None and st.state == HELD:
+                timer.finish("held", cause="held")
+            else:
+                timer.finish("failed")
+            raise
+        timer.finish("started")
+        return url
+
+    async def _start_job(self, sched: Scheduler, watcher, opts: UserOptions,
+                         timer: metrics.SpawnTimer) -> str:
+        submitted = await self._submit(sched, opts, timer)
         job = self._job(sched, watcher)
         with watcher.hurry():
-            host = await job.running_host(submitted)
+            with timer.phase("queue"):
+                try:
+                    host = await job.running_host(submitted)
+                except Exception:
+                    st = watcher.jobs.get(self.job_id)
+                    timer.pending_result("held" if st is not None and st.state == HELD else "gone")
+                    raise
+                timer.pending_result("running")
             self.job_host = host
             await self._save()
             self._emit(f"Job {self.job_id} running on {host}; starting Jupyter", 60)
-            await job.while_alive(self._port_event)
+            with timer.phase("server_start"):
+                await job.while_alive(self._port_event)
             port = self._reported_port
             self._emit(f"Jupyter starting on {host}:{port}", 70)
-            await job.listening(host, port, timeout=self.http_timeout)
+            with timer.phase("probe"):
+                await job.listening(host, port, timeout=self.http_timeout)
         self._emit(f"Jupyter listening on {host}:{port}", 90)
         return f"http://{host}:{port}"
 
@@ -341,7 +372,8 @@ class BatchSpawner(Spawner):
         return NotebookJob(self.job_id, self.backend, sched, watcher, job_dir=self.job_dir,
                            waits=waits, emit=self._emit, log=self.log)
 
-    async def _submit(self, sched: Scheduler, opts: UserOptions) -> float:
+    async def _submit(self, sched: Scheduler, opts: UserOptions,
+                      timer: metrics.SpawnTimer) -> float:
         """Submit as the user; returns the monotonic time after which any status query started
         lists the job (if it still exists)."""
         try:
@@ -351,7 +383,8 @@ class BatchSpawner(Spawner):
         submit_ccache = None
         if opts.backend in self.require_credential:
             self._emit("Forwarding your Kerberos ticket", 5)
-            submit_ccache = await self._forward_credential()
+            with timer.phase("credential"):
+                submit_ccache = await self._forward_credential()
         runtime = sched.runtime_seconds(self.user.name, opts, self.default_runtime_hours)
         request = submit_request(pw, self.name, uuid.uuid4().hex[:8], job_dir=self.job_dir,
                                  options=opts, port_range=self.port_range, ccache=submit_ccache,
@@ -361,8 +394,9 @@ class BatchSpawner(Spawner):
         self._emit(f"Submitting to {opts.backend}", 10)
         payload = helper_request(request, self._job_env(), sched.build_submit(request))
         try:
-            answer = await run_submit_helper(
-                helper_argv(self.submit_helper_command, self.user.name), payload)
+            with timer.phase("submit"):
+                answer = await run_submit_helper(
+                    helper_argv(self.submit_helper_command, self.user.name), payload)
         except SubmitError as e:
             raise SpawnError(f"Submission to {opts.backend} failed: {e}") from None
         finally:
@@ -412,6 +446,13 @@ class BatchSpawner(Spawner):
         return None
 
     async def stop(self, now=False):
+        timer = self._timer
+        if timer is not None and timer.outcome is None and self._spawn_pending:
+            # JupyterHub stops a pending spawn when the user cancels it or start_timeout passed.
+            timed_out = time.monotonic() - timer.started >= self.start_timeout - 1
+            if timer.current == "queue":
+                timer.pending_result("cancelled")
+            timer.finish("timed_out" if timed_out else "cancelled")
         if self.job_id and self.backend:
             job = self._job(self.registry.scheduler(self.backend),
                             self.registry.running_watcher(self.backend))

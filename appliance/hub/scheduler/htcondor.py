@@ -21,6 +21,7 @@ from traitlets import Bool, Dict, Unicode, default
 
 from ...names import HTCONDOR_JOB_ID_RE
 from ...userside.htcondor import locate_schedd
+from .. import metrics
 from .base import DONE, HELD, PENDING, RUNNING, UNKNOWN, JobStatus, Scheduler, SubmitRequest
 
 SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]*\Z")
@@ -220,7 +221,8 @@ class HTCondorScheduler(Scheduler):
         return {s.job_id: s for s in (status_from_ad(ad) for ad in ads)}
 
     async def query_all(self) -> dict[str, JobStatus]:
-        return await asyncio.to_thread(self._query_sync)
+        with metrics.time_query("htcondor", "query"):
+            return await asyncio.to_thread(self._query_sync)
 
     def _cancel_sync(self, job_id: str) -> None:
         htc = self._bindings()
@@ -235,4 +237,5 @@ class HTCondorScheduler(Scheduler):
     async def cancel(self, job_id: str) -> None:
         if not HTCONDOR_JOB_ID_RE.match(job_id or ""):
             raise ValueError(f"bad job id {job_id!r}")
-        await asyncio.to_thread(self._cancel_sync, job_id)
+        with metrics.time_query("htcondor", "remove"):
+            await asyncio.to_thread(self._cancel_sync, job_id)

@@ -24,8 +24,11 @@ class JobWatcher:
     """
 
     def __init__(self, scheduler: Scheduler, log: Optional[logging.Logger] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 on_query: Optional[Callable[[float, bool], None]] = None):
         self.scheduler = scheduler
+        #: called after every status query with (seconds, ok): the hub's metrics
+        self.on_query = on_query
         self.log = log or logging.getLogger(__name__)
         self.clock = clock
         self.jobs: dict[str, JobStatus] = {}
@@ -74,7 +77,9 @@ class JobWatcher:
         except Exception as e:  # keep the last good answer, report the problem
             self.last_error = str(e)
             self.log.warning("%s status query failed: %s", self.scheduler.name, e)
+            self._report(started, ok=False)
             return
+        self._report(started, ok=True)
         self.jobs = jobs
         self.updated = self.clock()
         self.data_started = started
@@ -82,6 +87,13 @@ class JobWatcher:
         self.last_error = None
         async with self._new_data:
             self._new_data.notify_all()
+
+    def _report(self, started: float, ok: bool) -> None:
+        if self.on_query is not None:
+            try:
+                self.on_query(self.clock() - started, ok)
+            except Exception:  # metrics must never break the status cache
+                self.log.debug("on_query callback failed", exc_info=True)
 
     async def _pause(self, interval: float) -> None:
         """Wait ``interval`` seconds, or less if a spawner hurries."""

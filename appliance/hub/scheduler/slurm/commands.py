@@ -14,6 +14,7 @@ import re
 from typing import Optional
 
 from ....userside.slurm import minimal_env
+from ... import metrics
 
 #: scancel's words for "nothing to cancel any more".
 ALREADY_GONE_RE = re.compile(r"Invalid job id|already completing or completed", re.I)
@@ -22,6 +23,11 @@ ALREADY_GONE_RE = re.compile(r"Invalid job id|already completing or completed", 
 async def run(argv: list[str], *, slurm_conf: Optional[str] = None, timeout: float = 30.0) -> str:
     """Run one command, return its stdout; RuntimeError with its stderr on failure or timeout."""
     name = os.path.basename(argv[0])
+    with metrics.time_query("slurm", name):
+        return await _run(argv, name, slurm_conf, timeout)
+
+
+async def _run(argv: list[str], name: str, slurm_conf: Optional[str], timeout: float) -> str:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=minimal_env(slurm_conf),
