@@ -68,6 +68,7 @@ class Bridge:
     ``push_running``: after storing a NEW login's ticket, also hand it to the execute nodes
     where the user's jobs run (if the store can: ``store.push_running(user, data)``), in the
     background; HTCondor 23.9 has no other way to get a newer ticket into running jobs.
+    ``push_retry_*``: nodes the push missed are tried again (see :meth:`push`).
     """
 
     def __init__(
@@ -85,6 +86,9 @@ class Bridge:
         submit_dir: Optional[str] = None,
         submit_max_age: float = 600.0,
         push_running: bool = True,
+        push_retry_min: float = 5.0,
+        push_retry_max: float = 60.0,
+        push_retry_for: float = 900.0,
     ) -> None:
         self.store_backend = store
         self.realm = realm
@@ -98,6 +102,10 @@ class Bridge:
         self.submit_dir = os.path.normpath(submit_dir) if submit_dir else None
         self.submit_max_age = submit_max_age
         self.push_running = push_running and hasattr(store, "push_running")
+        self.push_retry_min = push_retry_min
+        self.push_retry_max = push_retry_max
+        self.push_retry_for = push_retry_for
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._user_locks: dict[str, threading.Lock] = {}
         self._users: dict[str, UserRecord] = {}
@@ -235,23 +243,44 @@ class Bridge:
 
     def push(self, user: str, data: bytes, generation: int) -> None:
         """Hand ``data`` (a new login's ticket) to the execute nodes running ``user``'s jobs.
-        Never raises; the result goes to the user's state (``pushed_to``, ``push_error``)."""
+
+        Nodes that failed (their credd not in the collector yet, no confirmation) are tried
+        again after ``push_retry_min`` s, doubling up to ``push_retry_max``, for at most
+        ``push_retry_for`` s, while this login is still the user's newest and the node still
+        runs one of the user's jobs. Never raises; the result goes to the user's state
+        (``pushed_to``, ``push_error``)."""
         t0 = time.monotonic()
-        try:
-            done, errors = self.store_backend.push_running(user, data)
-        except Exception as exc:  # noqa: BLE001
-            done, errors = [], {"*": str(exc)}
-        with self._lock:
-            rec = self._users.get(user)
-            if rec is None or rec.generation != generation:
+        delay, hosts, reached = self.push_retry_min, None, set()
+        while True:
+            try:
+                if hosts is None:
+                    done, errors = self.store_backend.push_running(user, data)
+                else:
+                    done, errors = self.store_backend.push_running(user, data, hosts=hosts)
+            except Exception as exc:  # noqa: BLE001
+                done, errors = [], {"*": str(exc)}
+            with self._lock:
+                rec = self._users.get(user)
+                if rec is None or rec.generation != generation:
+                    return
+                reached.update(done)
+                rec.pushed_to = sorted(reached)
+                rec.last_pushed = self.clock()
+                rec.push_error = "; ".join(f"{h}: {m}" for h, m in sorted(errors.items())) or None
+            if done or errors:
+                log.info("user %s: new ticket sent to running jobs on %s in %.3f s%s", user,
+                         ", ".join(sorted(done)) or "no node", time.monotonic() - t0,
+                         f"; failed: {rec.push_error}" if errors else "")
+            if not errors or time.monotonic() - t0 + delay > self.push_retry_for:
                 return
-            rec.pushed_to = sorted(done)
-            rec.last_pushed = self.clock()
-            rec.push_error = "; ".join(f"{h}: {m}" for h, m in sorted(errors.items())) or None
-        if done or errors:
-            log.info("user %s: new ticket sent to running jobs on %s in %.3f s%s", user,
-                     ", ".join(sorted(done)) or "no node", time.monotonic() - t0,
-                     f"; failed: {rec.push_error}" if errors else "")
+            if self._stopping.wait(delay):
+                return
+            hosts = None if "*" in errors else sorted(errors)
+            delay = min(delay * 2, self.push_retry_max)
+
+    def close(self) -> None:
+        """Stop background work (push retries)."""
+        self._stopping.set()
 
     def refresh(self, user: str, *, min_valid: float = 60.0,
                 write_ccache: bool = False) -> tuple[dict, Optional[str]]:
