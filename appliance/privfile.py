@@ -37,6 +37,7 @@ __all__ = [
     "atomic_write",
     "create_private",
     "create_in_dir",
+    "remove_older",
 ]
 
 #: Largest private file accepted (a ticket cache is a few KiB).
@@ -260,3 +261,23 @@ def create_in_dir(
     finally:
         os.close(dfd)
     return os.path.join(directory, name)
+
+
+def remove_older(directory: str, prefix: str, limit: float) -> None:
+    """Remove the files named ``prefix*`` in ``directory`` last modified before ``limit`` (epoch
+    seconds); links are removed, never followed. Missing directory or files: nothing to do."""
+    try:
+        dfd = open_dir(directory)
+    except OSError:
+        return
+    try:
+        for name in os.listdir(dfd):
+            if not name.startswith(prefix):
+                continue
+            try:
+                if os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mtime < limit:
+                    os.unlink(name, dir_fd=dfd)
+            except OSError:
+                pass
+    finally:
+        os.close(dfd)

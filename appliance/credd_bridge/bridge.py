@@ -9,6 +9,7 @@ A refusal stores nothing and leaves an existing state untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pwd
@@ -16,7 +17,7 @@ import re
 import secrets
 import threading
 import time
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from appliance import ccache, privfile, renewal
 from appliance.names import USER_NAME_RE
@@ -26,6 +27,7 @@ from appliance.renewal import RenewalPolicy, iso
 from . import DEFAULT_CCACHE_DIR, protocol
 from .credstore import CredStore
 from .records import ACTIVE, EXPIRED, FINAL, RETRYING, UserRecord
+from .statefile import StateFile, StateRefused
 
 log = logging.getLogger("appliance.credd_bridge")
 
@@ -69,6 +71,8 @@ class Bridge:
     where the user's jobs run (if the store can: ``store.push_running(user, data)``), in the
     background; HTCondor 23.9 has no other way to get a newer ticket into running jobs.
     ``push_retry_*``: nodes the push missed are tried again (see :meth:`push`).
+    ``state_file``: where the records are kept, encrypted, across restarts (:meth:`restore`
+    reads them back; ``None``: memory only).
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class Bridge:
         push_retry_min: float = 5.0,
         push_retry_max: float = 60.0,
         push_retry_for: float = 900.0,
+        state_file: Optional[StateFile] = None,
     ) -> None:
         self.store_backend = store
         self.realm = realm
@@ -106,6 +111,8 @@ class Bridge:
         self.push_retry_max = push_retry_max
         self.push_retry_for = push_retry_for
         self._stopping = threading.Event()
+        self.state_file = state_file
+        self._save_lock = threading.Lock()
         self._lock = threading.Lock()
         self._user_locks: dict[str, threading.Lock] = {}
         self._users: dict[str, UserRecord] = {}
@@ -129,8 +136,55 @@ class Bridge:
             return lock
 
     def _changed(self) -> None:
+        self._persist()
         if self.on_change is not None:
             self.on_change()
+
+    def _persist(self) -> None:
+        """Write every record to the state file (never raises; a failure is logged and the
+        next change tries again). Call without holding ``self._lock``."""
+        if self.state_file is None:
+            return
+        with self._save_lock:
+            with self._lock:
+                snapshot = [dataclasses.replace(r, pushed_to=list(r.pushed_to))
+                            for r in self._users.values()]
+            try:
+                self.state_file.save(snapshot)
+            except Exception as exc:  # noqa: BLE001 - disk full, key unusable, ...
+                log.error("could not save the credential state to %s: %s (renewals go on; "
+                          "a restart now would lose them)", self.state_file.path, exc)
+
+    def restore(self) -> int:
+        """Read the records saved by an earlier run back (before serving); returns how many.
+
+        A refused state file is logged and moved aside (:mod:`.statefile`); the bridge then
+        starts without users. Never raises."""
+        if self.state_file is None:
+            return 0
+        try:
+            records, saved_at = self.state_file.load()
+        except StateRefused as exc:
+            log.error("%s; starting with no stored tickets: users must log in again (running "
+                      "jobs keep their tickets)", exc)
+            return 0
+        except Exception as exc:  # noqa: BLE001 - never crash on our own state
+            log.error("could not read the credential state %s (%s); starting with no stored "
+                      "tickets", self.state_file.path, exc)
+            return 0
+        if saved_at is None and not records:
+            log.info("no saved credential state in %s yet", self.state_file.path)
+            return 0
+        now = self.clock()
+        with self._lock:
+            for rec in records:
+                if rec.state != EXPIRED and rec.next_action is None:
+                    rec.next_action = now
+                self._users[rec.user] = rec
+        log.info("restored the tickets of %d user(s) from %s (saved %s)%s", len(records),
+                 self.state_file.path, iso(saved_at),
+                 f": {', '.join(sorted(r.user for r in records))}" if records else "")
+        return len(records)
 
     def _read(self, ccache_path: str, uid: int) -> ccache.CCache:
         path = ccache_path
@@ -267,6 +321,7 @@ class Bridge:
                 rec.pushed_to = sorted(reached)
                 rec.last_pushed = self.clock()
                 rec.push_error = "; ".join(f"{h}: {m}" for h, m in sorted(errors.items())) or None
+            self._persist()
             if done or errors:
                 log.info("user %s: new ticket sent to running jobs on %s in %.3f s%s", user,
                          ", ".join(sorted(done)) or "no node", time.monotonic() - t0,
@@ -342,27 +397,7 @@ class Bridge:
 
     def _sweep_submit_dir(self) -> None:
         """Submit ccaches are for one submission; remove any left behind (hub crashed)."""
-        limit = time.time() - self.submit_max_age
-        try:
-            dfd = privfile.open_dir(self.submit_dir, create_mode=0o711)
-        except OSError:
-            return  # create_in_dir reports it
-        try:
-            self._sweep(dfd, limit)
-        finally:
-            os.close(dfd)
-
-    @staticmethod
-    def _sweep(dfd: int, limit: float) -> None:
-        for name in os.listdir(dfd):
-            if not name.startswith("krb5cc_"):
-                continue
-            try:
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                if st.st_mtime < limit:
-                    os.unlink(name, dir_fd=dfd)
-            except OSError:
-                pass
+        privfile.remove_older(self.submit_dir, "krb5cc_", time.time() - self.submit_max_age)
 
     def state(self, user: str) -> Optional[dict]:
         with self._lock:
@@ -377,7 +412,9 @@ class Bridge:
         """Stop tracking ``user`` (the credd's copy is left alone)."""
         with self._user_lock(user):
             with self._lock:
-                return self._users.pop(user, None) is not None
+                forgotten = self._users.pop(user, None) is not None
+        self._persist()
+        return forgotten
 
     def next_wakeup(self) -> Optional[float]:
         with self._lock:
@@ -404,6 +441,8 @@ class Bridge:
                     rec = self._users.get(user)
                     if rec is not None:
                         self._fail(rec, self.clock(), "internal error during renewal")
+        if acted:
+            self._persist()
         return acted
 
     def _tick(self, user: str) -> None:
@@ -456,18 +495,3 @@ class Bridge:
                     rec.last_forwarded = now
             with self._lock:
                 self._schedule(rec, tgt, now)
-
-
-def parse_principal_map(items: Iterable[str]) -> dict[str, str]:
-    """``["alice=alice@REALM", "bob=robert@OTHER"]`` (or comma-separated) -> dict."""
-    out: dict[str, str] = {}
-    for item in items:
-        for part in item.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            user, sep, principal = part.partition("=")
-            if not sep or not user.strip() or not principal.strip():
-                raise ValueError(f"bad principal mapping {part!r} (want user=principal)")
-            out[user.strip()] = principal.strip()
-    return out

@@ -281,11 +281,12 @@ class KerberosCredmon:
                                  gid=cred_st.st_gid, mode=stat.S_IMODE(cred_st.st_mode))
                     status.wrote_cred = True
             if best_data != cc_data:
+                ahead = _next_second_mtime(dfd, cc_name)
                 atomic_write(dfd, cc_name, best_data, uid=self.cc_uid, gid=self.cc_gid,
-                             mtime_ns=_next_second_mtime(dfd, cc_name))
+                             mtime_ns=ahead)
                 status.wrote_cc = True
-                log.info("%s: wrote %s (%s, valid until %s)", user, cc_name, best.principal,
-                         iso(tgt.endtime))
+                log.info("%s: wrote %s (%s, valid until %s)%s", user, cc_name, best.principal,
+                         iso(tgt.endtime), "; mtime set to the next second" if ahead else "")
             else:
                 self._touch_if_older(dfd, cc_name, cred_name)
 
