@@ -42,8 +42,12 @@ USERS = ("alice", "bob", "carol")
 
 def relogin(user: str) -> tuple[int, float]:
     """Log in again (a browser session); returns the new ticket's authtime and the login time."""
-    t0 = time.time()
-    r = HubClient().login(user, demo_users()[user]["password"])
+    for _ in range(5):
+        t0 = time.time()
+        r = HubClient().login(user, demo_users()[user]["password"])
+        if r.status_code != 429:  # the login throttle (per client address) says when to retry
+            break
+        time.sleep(float(r.headers.get("Retry-After", "2")))
     assert r.status_code == 302, f"login of {user} failed: {r.status_code}"
     cc, _ = node_cred("condor-lane", user)
     assert cc.tgt.authtime >= int(t0)
@@ -83,7 +87,7 @@ def test_relogins_while_notebooks_start_and_stop_reach_every_running_notebook(si
     wait_for("the execute nodes' credds in the lane collector", node_credds_listed, timeout=90,
              interval=2)
     rounds = 4
-    figures: list[float] = []
+    figures: dict[str, list[float]] = {"start": [], "running": []}
     errors: list[str] = []
 
     def user_loop(user: str, seed: int) -> None:
@@ -99,12 +103,12 @@ def test_relogins_while_notebooks_start_and_stop_reach_every_running_notebook(si
                 client.wait_ready(timeout=120)
                 host = job_host(user)
                 until_in_sandbox(user, host, new, f"{user} round {i}: re-login during the start")
-                figures.append(time.time() - t0)
+                figures["start"].append(time.time() - t0)
                 # and once more while it runs
                 time.sleep(max(0.0, 1.1 - (time.time() - t0)))  # authtimes: 1 s resolution
                 new, t0 = relogin(user)
                 until_in_sandbox(user, host, new, f"{user} round {i}: re-login while running")
-                figures.append(time.time() - t0)
+                figures["running"].append(time.time() - t0)
                 st = bridge_state(user)
                 assert host in st["pushed_to"] and st["push_error"] is None, st
                 client.stop()
@@ -119,11 +123,13 @@ def test_relogins_while_notebooks_start_and_stop_reach_every_running_notebook(si
     for t in threads:
         t.join(timeout=300)
     assert not errors, "\n".join(errors)
-    assert len(figures) == 2 * rounds * len(USERS)
-    figures.sort()
-    print(f"{len(figures)} re-logins of {len(USERS)} users while their notebooks started and "
-          f"stopped: new ticket in the notebook after median {figures[len(figures) // 2]:.2f} s, "
-          f"max {figures[-1]:.2f} s")
+    for what, values in figures.items():
+        assert len(values) == rounds * len(USERS), figures
+        values.sort()
+        print(f"{len(values)} re-logins of {len(USERS)} users with the notebook {what}: new "
+              f"ticket in the notebook after median {values[len(values) // 2]:.2f} s, max "
+              f"{values[-1]:.2f} s" + (" (includes the notebook's start)" if what == "start"
+                                       else ""))
 
 
 def invalidate_credd_ad(node: str) -> None:
