@@ -59,6 +59,15 @@ def job_host(user: str) -> str:
     return job["RemoteHost"].split("@")[-1]
 
 
+def start_notebook(user: str, timeout: float = 180) -> tuple[HubClient, str]:
+    """Log in, start the user's HTCondor notebook; returns the client and the job's host."""
+    client, _, _ = login(user)
+    ensure_stopped(client)
+    assert client.spawn({"backend": "htcondor"}).status_code in (201, 202)
+    client.wait_ready(timeout=timeout)
+    return client, job_host(user)
+
+
 def sandbox_authtime(host: str, user: str) -> int | None:
     """The authtime of the ticket in the user's notebook sandbox on ``host`` (None: not yet)."""
     r = site_exec(f"condor-{host.split('.')[0]}", "sh", "-c",
@@ -155,12 +164,8 @@ def test_push_to_a_node_whose_credd_is_not_listed_is_reported_and_retried(site):
     user = "alice"
     wait_for("the execute nodes' credds in the lane collector", node_credds_listed, timeout=90,
              interval=2)
-    client, _, _ = login(user)
-    ensure_stopped(client)
+    client, host = start_notebook(user)
     try:
-        assert client.spawn({"backend": "htcondor"}).status_code in (201, 202)
-        client.wait_ready(timeout=120)
-        host = job_host(user)
         node = host.split(".")[0]
         old = node_cred("condor-lane", user)[0].tgt.authtime
         until_in_sandbox(user, host, old, "the notebook's first ticket")

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import HubClient, container, podman, site_exec, wait_for
 from tests.integration.test_credentials import bridge_state, ensure_stopped, login
-from tests.integration.test_credentials_push import job_host, relogin, until_in_sandbox
+from tests.integration.test_credentials_push import relogin, start_notebook, until_in_sandbox
 
 pytestmark = [pytest.mark.minisite, pytest.mark.slow]
 
@@ -62,12 +62,8 @@ def renewed_after(t: float, before: dict) -> dict:
 
 
 def test_bridge_and_appliance_restarts_keep_renewals_and_pushes_going(site):
-    sl, _, _ = login(USER)
-    ensure_stopped(sl)
+    sl, host = start_notebook(USER)
     try:
-        assert sl.spawn({"backend": "htcondor"}).status_code in (201, 202)
-        sl.wait_ready(timeout=180)
-        host = job_host(USER)
         mode = site_exec("appliance", "stat", "-c", "%U %a", STATE,
                          "/srv/appliance/secrets/credd_bridge_state_key").stdout.split()
         assert mode == ["root", "600", "root", "600"], mode

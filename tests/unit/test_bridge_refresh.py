@@ -250,13 +250,18 @@ def _wait(cond, timeout=5):
     return False
 
 
-def test_new_login_is_pushed_to_running_jobs(tmp_path):
+def pushing_bridge(tmp_path, store, **kw):
     ccdir = tmp_path / "cc"
     ccdir.mkdir()
-    store = PushingStore()
     clock = Clock()
     b = Bridge(store, realm=REALM, uid_for=UIDS.__getitem__, ccache_dir=str(ccdir), clock=clock,
-               renewer=FakeRenewer(clock))
+               renewer=FakeRenewer(clock), **kw)
+    return b, ccdir
+
+
+def test_new_login_is_pushed_to_running_jobs(tmp_path):
+    store = PushingStore()
+    b, ccdir = pushing_bridge(tmp_path, store)
     b.store("alice", put_cache(ccdir))
     assert _wait(lambda: b.state("alice")["last_pushed"] is not None)
     st = b.state("alice")
@@ -343,12 +348,8 @@ class LateCreddStore(PushingStore):
 
 
 def test_push_retries_the_nodes_it_missed_until_they_are_reached(tmp_path):
-    ccdir = tmp_path / "cc"
-    ccdir.mkdir()
     store = LateCreddStore()
-    clock = Clock()
-    b = Bridge(store, realm=REALM, uid_for=UIDS.__getitem__, ccache_dir=str(ccdir), clock=clock,
-               renewer=FakeRenewer(clock), push_retry_min=0.01, push_retry_max=0.02)
+    b, ccdir = pushing_bridge(tmp_path, store, push_retry_min=0.01, push_retry_max=0.02)
     b.store("alice", put_cache(ccdir))
     assert _wait(lambda: len(store.calls) == 3)
     assert store.calls == [None, ["exec2.mini.test"], ["exec2.mini.test"]]
@@ -357,13 +358,9 @@ def test_push_retries_the_nodes_it_missed_until_they_are_reached(tmp_path):
 
 
 def test_push_retries_stop_for_a_newer_login_and_at_the_time_limit(tmp_path):
-    ccdir = tmp_path / "cc"
-    ccdir.mkdir()
     store = PushingStore()  # exec9 never answers
-    clock = Clock()
-    b = Bridge(store, realm=REALM, uid_for=UIDS.__getitem__, ccache_dir=str(ccdir), clock=clock,
-               renewer=FakeRenewer(clock), push_retry_min=0.01, push_retry_max=0.01,
-               push_retry_for=0.1)
+    b, ccdir = pushing_bridge(tmp_path, store, push_retry_min=0.01, push_retry_max=0.01,
+                              push_retry_for=0.1)
     b.store("alice", put_cache(ccdir))
     time.sleep(0.3)
     n = len(store.pushed)
