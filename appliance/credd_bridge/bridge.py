@@ -27,7 +27,7 @@ from appliance.renewal import RenewalPolicy, iso
 from . import DEFAULT_CCACHE_DIR, protocol
 from .credstore import CredStore
 from .records import ACTIVE, EXPIRED, FINAL, RETRYING, UserRecord
-from .statefile import StateFile, StateRefused
+from .statefile import StateFile, StateRefused, StateWriter
 
 log = logging.getLogger("appliance.credd_bridge")
 
@@ -112,7 +112,7 @@ class Bridge:
         self.push_retry_for = push_retry_for
         self._stopping = threading.Event()
         self.state_file = state_file
-        self._save_lock = threading.Lock()
+        self._writer = StateWriter(state_file, self._snapshot) if state_file else None
         self._lock = threading.Lock()
         self._user_locks: dict[str, threading.Lock] = {}
         self._users: dict[str, UserRecord] = {}
@@ -141,19 +141,19 @@ class Bridge:
             self.on_change()
 
     def _persist(self) -> None:
-        """Write every record to the state file (never raises; a failure is logged and the
-        next change tries again). Call without holding ``self._lock``."""
-        if self.state_file is None:
-            return
-        with self._save_lock:
-            with self._lock:
-                snapshot = [dataclasses.replace(r, pushed_to=list(r.pushed_to))
-                            for r in self._users.values()]
-            try:
-                self.state_file.save(snapshot)
-            except Exception as exc:  # noqa: BLE001 - disk full, key unusable, ...
-                log.error("could not save the credential state to %s: %s (renewals go on; "
-                          "a restart now would lose them)", self.state_file.path, exc)
+        """Have the records saved to the state file (in the background, :class:`StateWriter`).
+        Call without holding ``self._lock``."""
+        if self._writer is not None:
+            self._writer.request()
+
+    def _snapshot(self) -> list[UserRecord]:
+        with self._lock:
+            return [dataclasses.replace(r, pushed_to=list(r.pushed_to))
+                    for r in self._users.values()]
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every change so far is in the state file (True: saved or nothing to save)."""
+        return self._writer.flush(timeout) if self._writer is not None else True
 
     def restore(self) -> int:
         """Read the records saved by an earlier run back (before serving); returns how many.
@@ -334,8 +334,10 @@ class Bridge:
             delay = min(delay * 2, self.push_retry_max)
 
     def close(self) -> None:
-        """Stop background work (push retries)."""
+        """Stop background work (push retries) and save the state a last time."""
         self._stopping.set()
+        if self._writer is not None:
+            self._writer.close()
 
     def refresh(self, user: str, *, min_valid: float = 60.0,
                 write_ccache: bool = False) -> tuple[dict, Optional[str]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from typing import Callable, Iterable, Optional
 
@@ -150,3 +151,60 @@ class StateFile:
         except OSError as exc:
             where = f"could not be moved aside ({exc.strerror})"
         raise StateRefused(f"state file {self.path} refused: {why}; {where}")
+
+
+class StateWriter:
+    """Saves ``snapshot()`` to a :class:`StateFile` in a background thread, off the request path
+    (a login must not wait for an fsync on a busy disk): :meth:`request` after every change
+    (changes made while a save runs are coalesced into the next one), :meth:`flush` waits for
+    the requests so far, :meth:`close` flushes and stops. A failed save is logged and retried
+    with the next change; nothing here raises to the caller."""
+
+    def __init__(self, state_file: StateFile, snapshot: Callable[[], list[UserRecord]]):
+        self.state_file = state_file
+        self.snapshot = snapshot
+        self._cond = threading.Condition()
+        self._wanted = self._done = 0
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+
+    def request(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._wanted += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="state-writer",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything requested so far is saved (or failed); False on timeout."""
+        with self._cond:
+            target = self._wanted
+            return self._cond.wait_for(lambda: self._done >= target, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self._wanted > self._done)
+                if self._wanted <= self._done:
+                    return  # closed, nothing pending
+                seq = self._wanted
+            try:
+                self.state_file.save(self.snapshot())
+            except Exception as exc:  # noqa: BLE001 - disk full, key unusable, ...
+                log.error("could not save the credential state to %s: %s (renewals go on; "
+                          "a restart now would lose them)", self.state_file.path, exc)
+            with self._cond:
+                self._done = seq
+                self._cond.notify_all()

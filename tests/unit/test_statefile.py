@@ -41,6 +41,7 @@ def test_store_writes_an_encrypted_private_state_and_a_private_key(paths):
     state, key, ccdir = paths
     b = make_bridge(paths)
     b.store("alice", put_cache(ccdir))
+    assert b.flush()
     for path, dmode in ((state, 0o700), (key, 0o700)):
         st = os.stat(path)
         assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
@@ -56,6 +57,7 @@ def test_a_restarted_bridge_goes_on_renewing_and_refreshing(paths):
     clock = Clock()
     b = make_bridge(paths, clock)
     b.store("alice", put_cache(paths[2]))
+    assert b.flush()
     before = b.state("alice")
     # restart: a new process with the same files
     store2 = FlakyStore()
@@ -64,6 +66,7 @@ def test_a_restarted_bridge_goes_on_renewing_and_refreshing(paths):
     assert b2.state("alice") == before
     clock.t = T0 + 300
     assert b2.run_due() == ["alice"]  # renewed on schedule after the restart
+    assert b2.flush()
     st = b2.state("alice")
     assert st["last_renewed"] == T0 + 300 and st["valid_until"] == T0 + 900
     assert ccache.parse(store2.creds["alice"]).tgt.endtime == T0 + 900  # re-stored
@@ -72,11 +75,14 @@ def test_a_restarted_bridge_goes_on_renewing_and_refreshing(paths):
     b3.restore()
     assert b3.state("alice")["valid_until"] == T0 + 900
     state, path = b3.refresh("alice")
+    assert b3.flush()
     assert state["principal"] == f"alice@{REALM}" and path is None
     # generations go on: a new login after the restart replaces the restored record
     b3.store("alice", put_cache(paths[2], name="krb5cc_2001_new", now=T0 + 310))
+    assert b3.flush()
     assert b3._users["alice"].generation == 2
     assert b3.forget("alice")
+    assert b3.flush()
     b4 = make_bridge(paths, clock)
     assert b4.restore() == 0 and b4.state("alice") is None
 
@@ -87,6 +93,7 @@ def test_a_corrupted_or_foreign_state_is_refused_with_a_clear_line(paths, damage
     state, key, ccdir = paths
     b = make_bridge(paths)
     b.store("alice", put_cache(ccdir))
+    assert b.flush()
     raw = state.read_bytes()
     if damage == "garbage":
         state.write_bytes(b"\x00garbage" * 10)
@@ -116,6 +123,7 @@ def test_a_corrupted_or_foreign_state_is_refused_with_a_clear_line(paths, damage
     assert len(aside) == 1 and not state.exists()
     # the bridge works on: a new login is stored and saved again
     b2.store("alice", put_cache(ccdir, name="krb5cc_2001_again"))
+    assert b2.flush()
     assert make_bridge(paths).restore() == 1
 
 
@@ -123,7 +131,9 @@ def test_a_record_that_does_not_fit_is_skipped_the_others_restored(paths, caplog
     state, key, ccdir = paths
     b = make_bridge(paths)
     b.store("alice", put_cache(ccdir))
+    assert b.flush()
     b.store("bob", put_cache(ccdir, name="krb5cc_2002_b", uid=2002, principal=f"bob@{REALM}"))
+    assert b.flush()
     f = Fernet(key.read_bytes())
     doc = json.loads(f.decrypt(state.read_bytes()))
     for u in doc["users"]:
@@ -146,6 +156,7 @@ def test_an_unusable_key_disables_saving_but_not_the_bridge(paths, caplog):
     b = make_bridge(paths)
     with caplog.at_level(logging.ERROR, logger="appliance.credd_bridge"):
         b.store("alice", put_cache(ccdir))  # stored in the credd all the same
+        assert b.flush()
     assert b.state("alice")["state"] == "active"
     assert "could not save the credential state" in caplog.text
     assert "does not hold a Fernet key" in caplog.text
@@ -173,7 +184,44 @@ def test_push_results_are_saved_too(paths):
                clock=clock, renewer=FakeRenewer(clock), push_retry_for=0,
                state_file=StateFile(str(state), str(key), clock=clock))
     b.store("alice", put_cache(ccdir))
+    assert b.flush()
     assert _wait(lambda: b.state("alice")["last_pushed"] is not None)
     b.close()
     assert _wait(lambda: (b2 := make_bridge(paths)).restore() == 1 and
                  b2.state("alice")["pushed_to"] == ["exec1.mini.test"])
+
+
+class SlowStateFile(StateFile):
+    """A state file on a disk so busy that every save takes 0.3 s."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.saves = 0
+
+    def save(self, records):
+        import time
+
+        time.sleep(0.3)
+        self.saves += 1
+        super().save(records)
+
+
+def test_saving_runs_off_the_request_path_and_coalesces(paths):
+    import time
+
+    state, key, ccdir = paths
+    clock = Clock()
+    slow = SlowStateFile(str(state), str(key), clock=clock)
+    b = Bridge(FlakyStore(), realm=REALM, uid_for=UIDS.__getitem__, ccache_dir=str(ccdir),
+               clock=clock, renewer=FakeRenewer(clock), state_file=slow, push_running=False)
+    t = time.monotonic()
+    for i in range(5):
+        b.store("alice", put_cache(ccdir, name=f"krb5cc_2001_{i}"))
+    assert time.monotonic() - t < 0.3 * 2  # five logins did not wait for five slow saves
+    assert b.flush(timeout=5)
+    assert 1 <= slow.saves <= 3  # changes during a save were coalesced into the next one
+    b2 = make_bridge(paths, clock)
+    assert b2.restore() == 1 and b2._users["alice"].generation == 5  # the last change is saved
+    b.store("bob", put_cache(ccdir, name="krb5cc_2002_x", uid=2002, principal=f"bob@{REALM}"))
+    b.close()  # a stopping bridge saves what is pending
+    assert make_bridge(paths, clock).restore() == 2
