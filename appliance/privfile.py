@@ -37,6 +37,7 @@ __all__ = [
     "atomic_write",
     "create_private",
     "create_in_dir",
+    "remove_older",
 ]
 
 #: Largest private file accepted (a ticket cache is a few KiB).
@@ -171,12 +172,14 @@ def _set_owner_mode(fd: int, mode: int, uid: int, gid: int) -> None:
 
 
 def atomic_write(
-    dir_fd: int, name: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0
+    dir_fd: int, name: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0,
+    mtime_ns: Optional[int] = None,
 ) -> None:
     """Replace ``name`` in the directory ``dir_fd`` with ``data``: a new file with ``mode`` and
     (when running as root) owner ``uid:gid`` is written and fsynced under a temporary name,
     then renamed over ``name``. Readers see the old or the new content, never a mix; a symlink
-    at ``name`` is replaced, not followed."""
+    at ``name`` is replaced, not followed. ``mtime_ns``: the new file's mtime (default: now),
+    set before the rename."""
     tmp = f".{name}.tmp.{os.getpid()}.{secrets.token_hex(4)}"
     fd = os.open(
         tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
@@ -186,6 +189,8 @@ def atomic_write(
         try:
             _set_owner_mode(fd, mode, uid, gid)
             write_all(fd, data)
+            if mtime_ns is not None:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -256,3 +261,23 @@ def create_in_dir(
     finally:
         os.close(dfd)
     return os.path.join(directory, name)
+
+
+def remove_older(directory: str, prefix: str, limit: float) -> None:
+    """Remove the files named ``prefix*`` in ``directory`` last modified before ``limit`` (epoch
+    seconds); links are removed, never followed. Missing directory or files: nothing to do."""
+    try:
+        dfd = open_dir(directory)
+    except OSError:
+        return
+    try:
+        for name in os.listdir(dfd):
+            if not name.startswith(prefix):
+                continue
+            try:
+                if os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mtime < limit:
+                    os.unlink(name, dir_fd=dfd)
+            except OSError:
+                pass
+    finally:
+        os.close(dfd)

@@ -36,6 +36,9 @@ def rules(state: str, mounted_tls: str) -> list[Rule]:
              "the credential bridge's HTCondor token directory"),
         Rule(f"{state}/credbridge-tokens.d/*", "file", 0o600,
              "the credential bridge's HTCondor token"),
+        Rule(f"{state}/credd-bridge", "dir", 0o700, "the credential bridge's state directory"),
+        Rule(f"{state}/credd-bridge/state*", "file", 0o600,
+             "the credential bridge's state (users' tickets, encrypted)"),
         Rule(f"{state}/jupyterhub.sqlite", "file", 0o600, "hub database"),
         Rule(f"{mounted_tls}/tls.key", "file", 0o600, "mounted TLS private key"),
     ]

@@ -13,14 +13,15 @@ import logging
 import os
 import signal
 import sys
-from typing import Optional
+from typing import Iterable, Optional
 
 from appliance import renewal
 
 from . import DEFAULT_CCACHE_DIR, DEFAULT_SOCKET, DEFAULT_SUBMIT_DIR
-from .bridge import Bridge, parse_principal_map
+from .bridge import Bridge
 from .credstore import HTCondorCredStore, MemoryCredStore
 from .server import BridgeServer
+from .statefile import DEFAULT_KEY_FILE, DEFAULT_STATE_FILE, StateFile
 
 
 def _env(name: str, default: Optional[str] = None) -> Optional[str]:
@@ -84,10 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--submit-dir", default=_env("SUBMIT_DIR", DEFAULT_SUBMIT_DIR),
                     help="where 'refresh' writes a user's current ticket for one submission; "
                     "empty: never [CREDD_BRIDGE_SUBMIT_DIR] (default %(default)s)")
+    ap.add_argument("--state-file", default=_env("STATE_FILE", DEFAULT_STATE_FILE),
+                    help="the users' records (tickets included), encrypted, kept across restarts; "
+                    "empty: memory only [CREDD_BRIDGE_STATE_FILE] (default %(default)s)")
+    ap.add_argument("--state-key", default=_env("STATE_KEY", DEFAULT_KEY_FILE),
+                    help="the state file's Fernet key, root 0600, created when missing "
+                    "[CREDD_BRIDGE_STATE_KEY] (default %(default)s)")
     renewal.add_arguments(ap, "CREDD_BRIDGE_")
     ap.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"),
                     help="[CREDD_BRIDGE_LOG_LEVEL] (default %(default)s)")
     return ap
+
+
+def parse_principal_map(items: Iterable[str]) -> dict[str, str]:
+    """``["alice=alice@REALM", "bob=robert@OTHER"]`` (or comma-separated) -> dict."""
+    out: dict[str, str] = {}
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            user, sep, principal = part.partition("=")
+            if not sep or not user.strip() or not principal.strip():
+                raise ValueError(f"bad principal mapping {part!r} (want user=principal)")
+            out[user.strip()] = principal.strip()
+    return out
 
 
 def default_realm() -> Optional[str]:
@@ -126,7 +148,9 @@ def make_server(args: argparse.Namespace) -> BridgeServer:
         policy=renewal.from_args(args),
         submit_dir=args.submit_dir or None,
         push_running=str(args.push_running).lower() in ("yes", "1", "true"),
+        state_file=StateFile(args.state_file, args.state_key) if args.state_file else None,
     )
+    bridge.restore()
     gid = None
     if args.socket_group:
         gid = int(args.socket_group) if args.socket_group.isdigit() else grp.getgrnam(

@@ -9,6 +9,7 @@ A refusal stores nothing and leaves an existing state untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pwd
@@ -16,7 +17,7 @@ import re
 import secrets
 import threading
 import time
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from appliance import ccache, privfile, renewal
 from appliance.names import USER_NAME_RE
@@ -26,6 +27,7 @@ from appliance.renewal import RenewalPolicy, iso
 from . import DEFAULT_CCACHE_DIR, protocol
 from .credstore import CredStore
 from .records import ACTIVE, EXPIRED, FINAL, RETRYING, UserRecord
+from .statefile import StateFile, StateRefused, StateWriter
 
 log = logging.getLogger("appliance.credd_bridge")
 
@@ -68,6 +70,9 @@ class Bridge:
     ``push_running``: after storing a NEW login's ticket, also hand it to the execute nodes
     where the user's jobs run (if the store can: ``store.push_running(user, data)``), in the
     background; HTCondor 23.9 has no other way to get a newer ticket into running jobs.
+    ``push_retry_*``: nodes the push missed are tried again (see :meth:`push`).
+    ``state_file``: where the records are kept, encrypted, across restarts (:meth:`restore`
+    reads them back; ``None``: memory only).
     """
 
     def __init__(
@@ -85,6 +90,10 @@ class Bridge:
         submit_dir: Optional[str] = None,
         submit_max_age: float = 600.0,
         push_running: bool = True,
+        push_retry_min: float = 5.0,
+        push_retry_max: float = 60.0,
+        push_retry_for: float = 900.0,
+        state_file: Optional[StateFile] = None,
     ) -> None:
         self.store_backend = store
         self.realm = realm
@@ -98,6 +107,12 @@ class Bridge:
         self.submit_dir = os.path.normpath(submit_dir) if submit_dir else None
         self.submit_max_age = submit_max_age
         self.push_running = push_running and hasattr(store, "push_running")
+        self.push_retry_min = push_retry_min
+        self.push_retry_max = push_retry_max
+        self.push_retry_for = push_retry_for
+        self._stopping = threading.Event()
+        self.state_file = state_file
+        self._writer = StateWriter(state_file, self._snapshot) if state_file else None
         self._lock = threading.Lock()
         self._user_locks: dict[str, threading.Lock] = {}
         self._users: dict[str, UserRecord] = {}
@@ -121,8 +136,55 @@ class Bridge:
             return lock
 
     def _changed(self) -> None:
+        self._persist()
         if self.on_change is not None:
             self.on_change()
+
+    def _persist(self) -> None:
+        """Have the records saved to the state file (in the background, :class:`StateWriter`).
+        Call without holding ``self._lock``."""
+        if self._writer is not None:
+            self._writer.request()
+
+    def _snapshot(self) -> list[UserRecord]:
+        with self._lock:
+            return [dataclasses.replace(r, pushed_to=list(r.pushed_to))
+                    for r in self._users.values()]
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every change so far is in the state file (True: saved or nothing to save)."""
+        return self._writer.flush(timeout) if self._writer is not None else True
+
+    def restore(self) -> int:
+        """Read the records saved by an earlier run back (before serving); returns how many.
+
+        A refused state file is logged and moved aside (:mod:`.statefile`); the bridge then
+        starts without users. Never raises."""
+        if self.state_file is None:
+            return 0
+        try:
+            records, saved_at = self.state_file.load()
+        except StateRefused as exc:
+            log.error("%s; starting with no stored tickets: users must log in again (running "
+                      "jobs keep their tickets)", exc)
+            return 0
+        except Exception as exc:  # noqa: BLE001 - never crash on our own state
+            log.error("could not read the credential state %s (%s); starting with no stored "
+                      "tickets", self.state_file.path, exc)
+            return 0
+        if saved_at is None and not records:
+            log.info("no saved credential state in %s yet", self.state_file.path)
+            return 0
+        now = self.clock()
+        with self._lock:
+            for rec in records:
+                if rec.state != EXPIRED and rec.next_action is None:
+                    rec.next_action = now
+                self._users[rec.user] = rec
+        log.info("restored the tickets of %d user(s) from %s (saved %s)%s", len(records),
+                 self.state_file.path, iso(saved_at),
+                 f": {', '.join(sorted(r.user for r in records))}" if records else "")
+        return len(records)
 
     def _read(self, ccache_path: str, uid: int) -> ccache.CCache:
         path = ccache_path
@@ -235,23 +297,47 @@ class Bridge:
 
     def push(self, user: str, data: bytes, generation: int) -> None:
         """Hand ``data`` (a new login's ticket) to the execute nodes running ``user``'s jobs.
-        Never raises; the result goes to the user's state (``pushed_to``, ``push_error``)."""
+
+        Nodes that failed (their credd not in the collector yet, no confirmation) are tried
+        again after ``push_retry_min`` s, doubling up to ``push_retry_max``, for at most
+        ``push_retry_for`` s, while this login is still the user's newest and the node still
+        runs one of the user's jobs. Never raises; the result goes to the user's state
+        (``pushed_to``, ``push_error``)."""
         t0 = time.monotonic()
-        try:
-            done, errors = self.store_backend.push_running(user, data)
-        except Exception as exc:  # noqa: BLE001
-            done, errors = [], {"*": str(exc)}
-        with self._lock:
-            rec = self._users.get(user)
-            if rec is None or rec.generation != generation:
+        delay, hosts, reached = self.push_retry_min, None, set()
+        while True:
+            try:
+                if hosts is None:
+                    done, errors = self.store_backend.push_running(user, data)
+                else:
+                    done, errors = self.store_backend.push_running(user, data, hosts=hosts)
+            except Exception as exc:  # noqa: BLE001
+                done, errors = [], {"*": str(exc)}
+            with self._lock:
+                rec = self._users.get(user)
+                if rec is None or rec.generation != generation:
+                    return
+                reached.update(done)
+                rec.pushed_to = sorted(reached)
+                rec.last_pushed = self.clock()
+                rec.push_error = "; ".join(f"{h}: {m}" for h, m in sorted(errors.items())) or None
+            self._persist()
+            if done or errors:
+                log.info("user %s: new ticket sent to running jobs on %s in %.3f s%s", user,
+                         ", ".join(sorted(done)) or "no node", time.monotonic() - t0,
+                         f"; failed: {rec.push_error}" if errors else "")
+            if not errors or time.monotonic() - t0 + delay > self.push_retry_for:
                 return
-            rec.pushed_to = sorted(done)
-            rec.last_pushed = self.clock()
-            rec.push_error = "; ".join(f"{h}: {m}" for h, m in sorted(errors.items())) or None
-        if done or errors:
-            log.info("user %s: new ticket sent to running jobs on %s in %.3f s%s", user,
-                     ", ".join(sorted(done)) or "no node", time.monotonic() - t0,
-                     f"; failed: {rec.push_error}" if errors else "")
+            if self._stopping.wait(delay):
+                return
+            hosts = None if "*" in errors else sorted(errors)
+            delay = min(delay * 2, self.push_retry_max)
+
+    def close(self) -> None:
+        """Stop background work (push retries) and save the state a last time."""
+        self._stopping.set()
+        if self._writer is not None:
+            self._writer.close()
 
     def refresh(self, user: str, *, min_valid: float = 60.0,
                 write_ccache: bool = False) -> tuple[dict, Optional[str]]:
@@ -313,27 +399,7 @@ class Bridge:
 
     def _sweep_submit_dir(self) -> None:
         """Submit ccaches are for one submission; remove any left behind (hub crashed)."""
-        limit = time.time() - self.submit_max_age
-        try:
-            dfd = privfile.open_dir(self.submit_dir, create_mode=0o711)
-        except OSError:
-            return  # create_in_dir reports it
-        try:
-            self._sweep(dfd, limit)
-        finally:
-            os.close(dfd)
-
-    @staticmethod
-    def _sweep(dfd: int, limit: float) -> None:
-        for name in os.listdir(dfd):
-            if not name.startswith("krb5cc_"):
-                continue
-            try:
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                if st.st_mtime < limit:
-                    os.unlink(name, dir_fd=dfd)
-            except OSError:
-                pass
+        privfile.remove_older(self.submit_dir, "krb5cc_", time.time() - self.submit_max_age)
 
     def state(self, user: str) -> Optional[dict]:
         with self._lock:
@@ -348,7 +414,9 @@ class Bridge:
         """Stop tracking ``user`` (the credd's copy is left alone)."""
         with self._user_lock(user):
             with self._lock:
-                return self._users.pop(user, None) is not None
+                forgotten = self._users.pop(user, None) is not None
+        self._persist()
+        return forgotten
 
     def next_wakeup(self) -> Optional[float]:
         with self._lock:
@@ -375,6 +443,8 @@ class Bridge:
                     rec = self._users.get(user)
                     if rec is not None:
                         self._fail(rec, self.clock(), "internal error during renewal")
+        if acted:
+            self._persist()
         return acted
 
     def _tick(self, user: str) -> None:
@@ -427,18 +497,3 @@ class Bridge:
                     rec.last_forwarded = now
             with self._lock:
                 self._schedule(rec, tgt, now)
-
-
-def parse_principal_map(items: Iterable[str]) -> dict[str, str]:
-    """``["alice=alice@REALM", "bob=robert@OTHER"]`` (or comma-separated) -> dict."""
-    out: dict[str, str] = {}
-    for item in items:
-        for part in item.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            user, sep, principal = part.partition("=")
-            if not sep or not user.strip() or not principal.strip():
-                raise ValueError(f"bad principal mapping {part!r} (want user=principal)")
-            out[user.strip()] = principal.strip()
-    return out

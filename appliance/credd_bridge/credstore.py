@@ -51,6 +51,10 @@ class ConfirmTimeout(RuntimeError):
     """The credd stored the credential, but its credmon did not process it in time."""
 
 
+class CreddNotFound(RuntimeError):
+    """The collector does not list the credd we must talk to (down, or not advertised yet)."""
+
+
 class HTCondorCredStore:
     """Stores into an HTCondor credd.
 
@@ -101,11 +105,10 @@ class HTCondorCredStore:
                     name = mod.param.get("CREDD_HOST") or None
                 except Exception:  # noqa: BLE001
                     name = None
-            coll = mod.Collector()
             if name:
-                ad = coll.locate(mod.DaemonType.Credd, name)
+                ad = self._locate_credd(name)
             else:
-                ads = list(coll.locateAll(mod.DaemonType.Credd))
+                ads = list(mod.Collector().locateAll(mod.DaemonType.Credd))
                 if len(ads) != 1:
                     raise RuntimeError(
                         f"the collector lists {len(ads)} credds: set CREDD_BRIDGE_CREDD_NAME "
@@ -117,6 +120,25 @@ class HTCondorCredStore:
             except Exception:  # noqa: BLE001
                 self._credd_name = name
         return self._credd_obj
+
+    def _locate_credd(self, name: str):
+        """The collector's ad of the credd called ``name``, or ``CreddNotFound``.
+
+        Never ``None``: htcondor2's ``Collector.locate`` returns ``None`` for a name the
+        collector does not list, and ``Credd(None)`` is the DEFAULT credd (``CREDD_HOST``, the
+        lane). A push to a node whose credd was not advertised (yet) once went to the lane that
+        way, and the lane's fresh ``.cc`` confirmed it (issue 15)."""
+        mod = self._htcondor()
+        try:
+            ad = mod.Collector().locate(mod.DaemonType.Credd, name)
+        except Exception as exc:  # noqa: BLE001 - v1 bindings raise for unknown names
+            raise CreddNotFound(f"cannot locate the credd named {name}: {exc}") from None
+        if ad is None:
+            raise CreddNotFound(f"the collector lists no credd named {name}")
+        found = str(ad.get("Name", "")) if hasattr(ad, "get") else ""
+        if found != name:
+            raise CreddNotFound(f"the collector answered with credd {found!r} for {name}")
+        return ad
 
     def _kerberos(self):
         mod = self._htcondor()
@@ -223,32 +245,34 @@ class HTCondorCredStore:
                 hosts.add(host)
         return sorted(hosts)
 
-    def push_running(self, user: str, ccache: bytes) -> tuple[list[str], dict[str, str]]:
-        """Store ``ccache`` in the credd of every execute node running one of ``user``'s jobs.
+    def push_running(self, user: str, ccache: bytes,
+                     hosts: Optional[list[str]] = None) -> tuple[list[str], dict[str, str]]:
+        """Store ``ccache`` in the credd of every execute node running one of ``user``'s jobs
+        (only those of ``hosts`` when given, e.g. the ones a first attempt missed).
 
         HTCondor 23.9 gives a running job a newer Kerberos ticket only through the execute
         node's own credential directory (the starter copies ``<user>.cc`` into the job whenever
-        it changes); the shadow never sends one again. So the execute nodes run a credd too
-        (same directory, the bridge as its only CRED_SUPER_USERS entry), and the bridge stores a
-        new login's ticket there; the node's credmon makes the ``.cc``. Nodes without a credd are
-        reported and skipped: their jobs keep renewing the old ticket until its renew-till.
-        Returns ``(hosts done, {host: error})``.
+        its mtime changes); the shadow never sends one again. So the execute nodes run a credd
+        too (same directory, the bridge as its only CRED_SUPER_USERS entry), and the bridge stores
+        a new login's ticket there; the node's credmon makes the ``.cc``. The node's credd is
+        located by the node's name in the collector and nowhere else (:meth:`_locate_credd`); a
+        node whose credd is not listed is reported (the bridge retries). Returns
+        ``(hosts done, {host: error})``.
         """
         name = self.credd_user(user)
         done: list[str] = []
         errors: dict[str, str] = {}
         with self._lock:
-            hosts = self.running_hosts(user)
+            running = self.running_hosts(user)
+            if hosts is not None:
+                running = [h for h in running if h in hosts]
             mod = self._htcondor()
-            for host in hosts:
+            for host in running:
                 try:
-                    ad = mod.Collector().locate(mod.DaemonType.Credd, host)
-                except Exception:  # noqa: BLE001
-                    errors[host] = "no credd on this node (its jobs keep the old ticket)"
-                    continue
-                try:
-                    self._put_confirmed(mod.Credd(ad), name, ccache)
+                    self._put_confirmed(mod.Credd(self._locate_credd(host)), name, ccache)
                     done.append(host)
+                except CreddNotFound as exc:
+                    errors[host] = f"{exc} (its jobs keep the previous ticket until it is found)"
                 except Exception as exc:  # noqa: BLE001
                     errors[host] = str(exc)
         return done, errors

@@ -20,6 +20,7 @@ Times are integer seconds since the epoch (``null`` if unknown).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from typing import Optional
 
@@ -66,3 +67,53 @@ class UserRecord:
             "last_pushed": t(self.last_pushed),
             "push_error": self.push_error,
         }
+
+    # -- persistence (appliance.credd_bridge.statefile encrypts this) -------------------------
+
+    def saved(self) -> dict:
+        """Everything needed to go on renewing and pushing after a restart (ticket included)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["ccache"] = base64.b64encode(self.ccache).decode("ascii")
+        out["pushed_to"] = list(self.pushed_to)
+        return out
+
+    @classmethod
+    def from_saved(cls, d: dict) -> "UserRecord":
+        """The inverse of :meth:`saved`; ``ValueError`` for anything that does not fit."""
+        if not isinstance(d, dict):
+            raise ValueError("a user record must be an object")
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise ValueError(f"user record without {f.name}")
+                continue
+            value, kind = d[f.name], _FIELD_TYPES[f.name]
+            if value is None and None in kind:
+                kw[f.name] = None
+            elif isinstance(value, bool) and bool not in kind:
+                raise ValueError(f"bad {f.name} in a user record")
+            elif not isinstance(value, tuple(k for k in kind if k is not None)):
+                raise ValueError(f"bad {f.name} in a user record")
+            else:
+                kw[f.name] = value
+        try:
+            kw["ccache"] = base64.b64decode(kw.get("ccache", ""), validate=True)
+        except (ValueError, TypeError):
+            raise ValueError("bad ccache in a user record") from None
+        if not all(isinstance(h, str) for h in kw.get("pushed_to", [])):
+            raise ValueError("bad pushed_to in a user record")
+        if kw["state"] not in (ACTIVE, RETRYING, FINAL, EXPIRED):
+            raise ValueError("bad state in a user record")
+        return cls(**kw)
+
+
+_NUM = (int, float)
+_FIELD_TYPES = {
+    "user": (str,), "principal": (str,), "ccache": (str,), "valid_until": (int,),
+    "renew_until": (int, None), "state": (str,), "error": (str, None),
+    "last_forwarded": (*_NUM, None), "last_renewed": (*_NUM, None),
+    "next_action": (*_NUM, None), "pending_store": (bool,), "failures": (int,),
+    "generation": (int,), "pushed_to": (list,), "last_pushed": (*_NUM, None),
+    "push_error": (str, None),
+}

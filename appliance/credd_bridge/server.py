@@ -131,6 +131,7 @@ class BridgeServer:
 
     async def close(self) -> None:
         self.bridge.on_change = None
+        self.bridge.close()
         if self._loop_task is not None:
             self._loop_task.cancel()
             try:

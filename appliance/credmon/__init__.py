@@ -23,6 +23,8 @@ is due for renewal, at the latest every ``max_sleep`` seconds):
   too (only if ``.cred`` did not change since it was read); ``.cc`` is written
   last, and touched when ``.cred`` is newer but holds nothing newer, so after every
   pass ``.cc`` is at least as new as ``.cred`` (the credential bridge relies on this);
+* a ``.cc`` with new content always gets a later whole-second mtime than the one it replaces
+  (up to a second ahead of the clock): starters compare whole seconds;
 * touch ``<dir>/CREDMON_COMPLETE``.
 
 ``<dir>/pid`` is written world-readable (0644), as HTCondor reads it.
@@ -50,6 +52,25 @@ log = logging.getLogger("appliance.credmon")
 
 COMPLETE = "CREDMON_COMPLETE"
 PID_FILE = "pid"
+
+
+def _next_second_mtime(dfd: int, name: str) -> Optional[int]:
+    """The mtime for a NEW content of ``name``: now, but at least in the whole second after the
+    old file's mtime.
+
+    Every starter copies ``<user>.cc`` into its job when the file's mtime, in WHOLE SECONDS,
+    differs from the one it copied last (23.9 ``refreshSandboxCredentialsKRB``). Two writes (or
+    a touch and a write) within one second, with a starter's check in between, left that job
+    with the older ticket for good: seen when a re-login's push reached a node in the same second
+    a new job of the user started there (issue 15). So a changed .cc always gets a later second,
+    up to one second ahead of the clock."""
+    try:
+        old = os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mtime_ns
+    except FileNotFoundError:
+        return None
+    now = time.time_ns()
+    floor_next = (old // 1_000_000_000 + 1) * 1_000_000_000
+    return floor_next if now < floor_next else None  # None: now is later already
 
 
 @dataclasses.dataclass
@@ -260,10 +281,12 @@ class KerberosCredmon:
                                  gid=cred_st.st_gid, mode=stat.S_IMODE(cred_st.st_mode))
                     status.wrote_cred = True
             if best_data != cc_data:
-                atomic_write(dfd, cc_name, best_data, uid=self.cc_uid, gid=self.cc_gid)
+                ahead = _next_second_mtime(dfd, cc_name)
+                atomic_write(dfd, cc_name, best_data, uid=self.cc_uid, gid=self.cc_gid,
+                             mtime_ns=ahead)
                 status.wrote_cc = True
-                log.info("%s: wrote %s (%s, valid until %s)", user, cc_name, best.principal,
-                         iso(tgt.endtime))
+                log.info("%s: wrote %s (%s, valid until %s)%s", user, cc_name, best.principal,
+                         iso(tgt.endtime), "; mtime set to the next second" if ahead else "")
             else:
                 self._touch_if_older(dfd, cc_name, cred_name)
 

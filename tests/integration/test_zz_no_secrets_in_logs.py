@@ -208,6 +208,15 @@ def test_no_secret_of_the_run_in_any_log_or_the_hub_database(client_for):
         forms = encodings(value) | ({value.encode().hex()} if isinstance(value, str) else set())
         if any(r in db for r in raw) or any(p.encode() in db for p in forms):
             leaks.add(f"{label} in the hub database")
+    # The credential bridge's state file (every stored ticket, encrypted): nothing in clear.
+    state = base64.b64decode(site_exec("appliance", "sh", "-c",
+                             "cat /srv/appliance/credd-bridge/state 2>/dev/null | base64 -w0",
+                             check=False).stdout)
+    assert len(state) > 100, "the credential bridge's state file was not read"
+    for label, value in secrets.items():
+        raw = [value] if isinstance(value, bytes) else [value.encode()]
+        if any(r in state for r in raw) or any(p.encode() in state for p in encodings(value)):
+            leaks.add(f"{label} in the credential bridge's state file")
     site_exec("condor-exec2", "rm", "-f", "/var/log/jba-canary.log")
     found = {leak for leak in leaks if leak.startswith("canary")}
     assert {f.split(" in ")[0] for f in found} == set(canaries), f"the scan missed a canary: {found}"

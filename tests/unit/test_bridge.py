@@ -10,7 +10,7 @@ import os
 import pytest
 
 from appliance import ccache
-from appliance.credd_bridge import bridge as bridge_mod
+from appliance.credd_bridge.__main__ import parse_principal_map
 from appliance.credd_bridge.bridge import Bridge, BridgeRefused, CreddStoreFailed
 from appliance.credd_bridge.server import renewal_loop
 from appliance.credd_bridge.credstore import MemoryCredStore
@@ -470,10 +470,10 @@ def test_renewal_loop_wakes_on_time_and_on_change(env):
 
 
 def test_parse_principal_map():
-    assert bridge_mod.parse_principal_map(["a=a@R,b=bee@S", " c = c@T "]) == {
+    assert parse_principal_map(["a=a@R,b=bee@S", " c = c@T "]) == {
         "a": "a@R", "b": "bee@S", "c": "c@T"}
     with pytest.raises(ValueError):
-        bridge_mod.parse_principal_map(["nonsense"])
+        parse_principal_map(["nonsense"])
 
 
 def test_bridge_refused_is_a_refusal():

@@ -233,8 +233,11 @@ class PushingStore(FlakyStore):
         self.pushed = []
         self.hosts = ["exec1.mini.test"]
 
-    def push_running(self, user, data):
+    def push_running(self, user, data, hosts=None):
         self.pushed.append((user, data))
+        if hosts is not None:
+            return [h for h in self.hosts if h in hosts], {h: "no credd on this node"
+                                                            for h in hosts if h not in self.hosts}
         return list(self.hosts), {"exec9.mini.test": "no credd on this node"}
 
 
@@ -247,13 +250,18 @@ def _wait(cond, timeout=5):
     return False
 
 
-def test_new_login_is_pushed_to_running_jobs(tmp_path):
+def pushing_bridge(tmp_path, store, **kw):
     ccdir = tmp_path / "cc"
     ccdir.mkdir()
-    store = PushingStore()
     clock = Clock()
     b = Bridge(store, realm=REALM, uid_for=UIDS.__getitem__, ccache_dir=str(ccdir), clock=clock,
-               renewer=FakeRenewer(clock))
+               renewer=FakeRenewer(clock), **kw)
+    return b, ccdir
+
+
+def test_new_login_is_pushed_to_running_jobs(tmp_path):
+    store = PushingStore()
+    b, ccdir = pushing_bridge(tmp_path, store)
     b.store("alice", put_cache(ccdir))
     assert _wait(lambda: b.state("alice")["last_pushed"] is not None)
     st = b.state("alice")
@@ -322,3 +330,50 @@ def test_credstore_stores_without_credd_wait_when_bindings_allow():
     assert calls[0] == ("<lane:9618>", "alice@mini.test", 32)
     assert len(calls) >= 3 and {c[2] for c in calls[1:]} == {34}
     assert mod.adds == [] and mod.queries == 0  # Credd's own (waiting) calls not used
+
+
+class LateCreddStore(PushingStore):
+    """exec2's credd appears in the collector only for the third attempt."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def push_running(self, user, data, hosts=None):
+        self.calls.append(hosts)
+        if len(self.calls) < 3:
+            return ["exec1.mini.test"] if hosts is None else [], {
+                "exec2.mini.test": "the collector lists no credd named exec2.mini.test"}
+        return [h for h in (hosts or ["exec1.mini.test", "exec2.mini.test"])], {}
+
+
+def test_push_retries_the_nodes_it_missed_until_they_are_reached(tmp_path):
+    store = LateCreddStore()
+    b, ccdir = pushing_bridge(tmp_path, store, push_retry_min=0.01, push_retry_max=0.02)
+    b.store("alice", put_cache(ccdir))
+    assert _wait(lambda: len(store.calls) == 3)
+    assert store.calls == [None, ["exec2.mini.test"], ["exec2.mini.test"]]
+    assert _wait(lambda: b.state("alice")["push_error"] is None)
+    assert b.state("alice")["pushed_to"] == ["exec1.mini.test", "exec2.mini.test"]
+
+
+def test_push_retries_stop_for_a_newer_login_and_at_the_time_limit(tmp_path):
+    store = PushingStore()  # exec9 never answers
+    b, ccdir = pushing_bridge(tmp_path, store, push_retry_min=0.01, push_retry_max=0.01,
+                              push_retry_for=0.1)
+    b.store("alice", put_cache(ccdir))
+    time.sleep(0.3)
+    n = len(store.pushed)
+    assert 2 <= n <= 12, n  # retried, then gave up within push_retry_for
+    time.sleep(0.1)
+    assert len(store.pushed) == n
+    assert "exec9" in b.state("alice")["push_error"]
+    b.push_retry_for = 60
+    b.store("alice", put_cache(ccdir, name="krb5cc_2001_2"))
+    b.store("alice", put_cache(ccdir, name="krb5cc_2001_3"))  # newer login: the older push stops
+    time.sleep(0.1)
+    b.close()
+    time.sleep(0.05)
+    m = len(store.pushed)
+    time.sleep(0.1)
+    assert len(store.pushed) == m  # close() stops the retries

@@ -320,7 +320,9 @@ def test_sync_client_cli(running, capsys):
 def test_daemon_entry_point_starts_and_answers(world_dir):
     sock = os.path.join(world_dir, "d.sock")
     env = {**os.environ, "CREDD_BRIDGE_REALM": REALM, "CREDD_BRIDGE_STORE": "memory",
-           "CREDD_BRIDGE_ALLOWED_UIDS": str(HUB_UID)}
+           "CREDD_BRIDGE_ALLOWED_UIDS": str(HUB_UID),
+           "CREDD_BRIDGE_STATE_FILE": os.path.join(world_dir, "state", "state"),
+           "CREDD_BRIDGE_STATE_KEY": os.path.join(world_dir, "secrets", "key")}
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.Popen([sys.executable, "-m", "appliance.credd_bridge", "--socket", sock,
                              "--socket-mode", "0666"],
@@ -341,5 +343,5 @@ def test_daemon_entry_point_starts_and_answers(world_dir):
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
-    assert "listening on" in err
+    assert "listening on" in err and "no saved credential state in" in err
     assert not os.path.exists(sock)

@@ -179,6 +179,31 @@ def test_newer_login_in_cred_replaces_renewed_cc(mon, cdir):
     assert read(cdir / "alice.cc") == newer
 
 
+def test_new_cc_content_always_gets_a_later_whole_second(mon, cdir):
+    """Starters copy .cc into their jobs only when its mtime in whole seconds changes: a new
+    ticket written within the second of the previous .cc change would never reach a job whose
+    starter looked in between (issue 15, seen under re-logins while jobs start)."""
+    cred(cdir)
+    mon.scan()
+    now = time.time()
+    # the previous .cc change happened late in the current second (e.g. a touch just now)
+    late = (int(now) + 0.9) * 1e9
+    os.utime(cdir / "alice.cc", ns=(int(late), int(late)))
+    before = os.stat(cdir / "alice.cc").st_mtime_ns
+    write_file(cdir / "alice.cred", synth(now=T0 + 10, life=600, renew=3600))  # a newer login
+    mon.clock_.t = T0 + 11
+    assert mon.scan()["alice"].wrote_cc
+    after = os.stat(cdir / "alice.cc").st_mtime_ns
+    assert after // 10**9 > before // 10**9, (before, after)
+    assert after // 10**9 <= int(time.time()) + 1  # at most a second ahead of the clock
+    # ... and a write in a later second keeps the real time
+    os.utime(cdir / "alice.cc", ns=(10**9, 10**9))
+    write_file(cdir / "alice.cred", synth(now=T0 + 20, life=600, renew=3600))
+    t = time.time_ns()
+    mon.scan()
+    assert os.stat(cdir / "alice.cc").st_mtime_ns >= t - 10**7
+
+
 def test_renewed_cc_wins_over_older_cred(mon, cdir):
     cred(cdir)
     mon.clock_.t = T0 + 300

@@ -54,6 +54,7 @@ def test_first_start_creates_private_secrets_and_the_demo_pair(state, capsys):
     ("secrets/cookie_secret", 0o644), ("secrets/proxy_token", 0o640), ("secrets", 0o755),
     ("tls/tls.key", 0o604), ("tls", 0o750), ("condor-tokens.d/hubsvc", 0o644),
     ("credbridge-tokens.d", 0o711), ("jupyterhub.sqlite", 0o666),
+    ("credd-bridge", 0o755), ("credd-bridge/state", 0o640),
 ])
 def test_refuses_to_start_on_a_loose_secret_and_says_which(state, capsys, path, bad_mode):
     assert run_init(capsys)[0] == 0
@@ -63,6 +64,9 @@ def test_refuses_to_start_on_a_loose_secret_and_says_which(state, capsys, path, 
     (state / "condor-tokens.d" / "hubsvc").chmod(0o600)
     (state / "jupyterhub.sqlite").write_text("")
     (state / "jupyterhub.sqlite").chmod(0o600)
+    (state / "credd-bridge").mkdir(mode=0o700)
+    (state / "credd-bridge" / "state").write_bytes(b"encrypted")
+    (state / "credd-bridge" / "state").chmod(0o600)
     assert run_init(capsys)[0] == 0
     target = state / path
     os.chmod(target, bad_mode)

@@ -1,0 +1,153 @@
+"""appliance.credd_bridge.credstore against a fake pool that behaves like htcondor2 25.x and the
+23.9 credds where it matters for the push of a re-login's ticket to running jobs:
+
+* ``Collector.locate(Credd, name)`` returns ``None`` when the collector lists no credd of that
+  name (a node's credd whose collector update failed, or that is down), and ``Credd(None)`` is
+  the DEFAULT credd (``CREDD_HOST``: the lane);
+* every credd has its own directory: ADD writes ``<user>.cred``, the credmon makes ``.cc`` a
+  moment later; QUERY answers the ``.cc`` mtime in whole seconds.
+
+This is the cause of the re-login push race (issue 15): the push to a node whose credd was not
+(yet) in the collector went to the lane's credd, and the lane's fresh ``.cc`` "confirmed" it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from appliance.credd_bridge.credstore import HTCondorCredStore
+
+
+class Node:
+    def __init__(self, name: str, lag: float = 0.05):
+        self.name = name
+        self.lag = lag
+        self.cred: dict[str, bytes] = {}
+        self.cc: dict[str, tuple[bytes, float]] = {}
+        self.adds: list[str] = []
+
+    def add(self, user: str, data: bytes) -> None:
+        self.adds.append(user)
+        self.cred[user] = data
+        t = threading.Timer(self.lag, self._credmon, args=(user, data))
+        t.daemon = True
+        t.start()
+
+    def _credmon(self, user, data):
+        self.cc[user] = (data, time.time())
+
+    def query(self, user: str):
+        if user in self.cc:
+            return int(self.cc[user][1])
+        return 6 if user in self.cred else None  # SUCCESS_PENDING: .cred, no .cc yet
+
+
+class Pool:
+    """A fake ``htcondor2`` module: one lane credd (CREDD_HOST) and execute-node credds."""
+
+    class CredType:
+        Kerberos = 32
+
+    class DaemonType:
+        Credd = "Credd"
+        Schedd = "Schedd"
+
+    def __init__(self):
+        self.param = {"UID_DOMAIN": "mini.test", "CREDD_HOST": "lane.mini.test"}
+        self.nodes = {n: Node(n) for n in ("lane.mini.test", "exec1.mini.test", "exec2.mini.test")}
+        self.advertised = set(self.nodes)
+        self.job_hosts: list[str] = []
+        pool = self
+
+        class Collector:
+            def locate(self, dtype, name=None):
+                if dtype == Pool.DaemonType.Schedd:
+                    return {"Name": name or "lane.mini.test", "MyAddress": "<schedd>"}
+                name = name or pool.param["CREDD_HOST"]
+                if name not in pool.advertised:
+                    return None  # what htcondor2 25.x does for an unknown name
+                return {"Name": name, "MyAddress": f"<{name}>"}
+
+            def locateAll(self, dtype):
+                return [{"Name": n, "MyAddress": f"<{n}>"} for n in sorted(pool.advertised)]
+
+        class Credd:
+            def __init__(self, ad=None):
+                if ad is None:  # the default credd, as htcondor2.Credd(None)
+                    ad = Collector().locate(Pool.DaemonType.Credd)
+                self._addr = ad["MyAddress"]
+                self.node = pool.nodes[ad["Name"]]
+
+            def add_user_cred(self, credtype, data, user):
+                self.node.add(user, data)
+
+            def query_user_cred(self, credtype, user):
+                return self.node.query(user)
+
+        class Schedd:
+            def __init__(self, ad):
+                pass
+
+            def query(self, constraint, projection):
+                return [{"RemoteHost": h} for h in pool.job_hosts]
+
+        self.Collector, self.Credd, self.Schedd = Collector, Credd, Schedd
+
+
+def test_push_reaches_the_nodes_own_credd():
+    pool = Pool()
+    pool.job_hosts = ["slot1_1@exec1.mini.test"]
+    s = HTCondorCredStore("lane.mini.test", module=pool, poll=0.01)
+    done, errors = s.push_running("alice", b"new")
+    assert (done, errors) == (["exec1.mini.test"], {})
+    assert pool.nodes["exec1.mini.test"].cred["alice@mini.test"] == b"new"
+    assert pool.nodes["lane.mini.test"].adds == []
+
+
+def test_push_to_a_node_whose_credd_the_collector_does_not_list_is_an_error_not_the_lane():
+    """The reproduction of the race: exec1's credd is missing from the collector (its first
+    update failed at start; CREDD_UPDATE_INTERVAL is 5 min by default)."""
+    pool = Pool()
+    pool.advertised.discard("exec1.mini.test")
+    pool.job_hosts = ["slot1_1@exec1.mini.test"]
+    lane = pool.nodes["lane.mini.test"]
+    lane.add("alice@mini.test", b"new")  # the login's own store, a moment before the push
+    time.sleep(0.1)
+    s = HTCondorCredStore("lane.mini.test", module=pool, poll=0.01, confirm_timeout=0.5)
+    done, errors = s.push_running("alice", b"new")
+    assert done == []
+    assert "exec1.mini.test" in errors and "collector" in errors["exec1.mini.test"]
+    assert lane.adds == ["alice@mini.test"]  # nothing misdirected to the lane
+    assert pool.nodes["exec1.mini.test"].cred == {}
+
+
+def test_a_located_credd_of_another_name_is_refused():
+    pool = Pool()
+    pool.job_hosts = ["slot1_1@exec1.mini.test"]
+    real_locate = pool.Collector.locate
+    pool.Collector.locate = lambda self, dtype, name=None: real_locate(
+        self, dtype, "exec2.mini.test" if name == "exec1.mini.test" else name)
+    s = HTCondorCredStore("lane.mini.test", module=pool, poll=0.01)
+    done, errors = s.push_running("alice", b"new")
+    assert done == [] and "exec2.mini.test" in errors["exec1.mini.test"]
+    assert pool.nodes["exec2.mini.test"].adds == []
+
+
+def test_the_main_credd_must_be_listed_too():
+    pool = Pool()
+    pool.advertised.discard("lane.mini.test")
+    s = HTCondorCredStore("lane.mini.test", module=pool, poll=0.01, confirm_timeout=0.3)
+    with pytest.raises(RuntimeError, match="lists no credd named lane.mini.test"):
+        s.put("alice", b"x")
+
+
+def test_push_only_to_the_given_hosts_that_still_run_jobs():
+    pool = Pool()
+    pool.job_hosts = ["slot1_1@exec1.mini.test", "slot1_1@exec2.mini.test"]
+    s = HTCondorCredStore("lane.mini.test", module=pool, poll=0.01)
+    done, errors = s.push_running("alice", b"new", hosts=["exec2.mini.test", "exec9.mini.test"])
+    assert (done, errors) == (["exec2.mini.test"], {})
+    assert pool.nodes["exec1.mini.test"].adds == []
