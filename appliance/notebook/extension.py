@@ -10,6 +10,8 @@ sets goes into ``os.environ``, which every kernel and terminal of this server in
   description);
 * ``DASK_JOBQUEUE__SLURM__NAME=dask-nb<job id>``: the Slurm worker jobs' name carries the tag
   (``#SBATCH`` lines cannot expand variables);
+* ``DASK_JOBQUEUE__{SLURM,HTCONDOR}__SCHEDULER_OPTIONS__PROTOCOL=tls``: the jobqueue scheduler
+  listens with TLS (only notebook sessions have the identity, so this is not site-wide);
 * ``DASK_DISTRIBUTED__DASHBOARD__LINK``: the dashboard through the hub at this server's own URL,
   ``<JUPYTERHUB_SERVICE_PREFIX>proxy/{port}/status`` (jupyter-server-proxy), which the cluster
   widget links to. Relative to the server's origin, so it holds whatever host the hub uses.
@@ -30,12 +32,17 @@ NOTEBOOK_JOB = "APPLIANCE_NOTEBOOK_JOB"
 NOTEBOOK_HOST = "APPLIANCE_NOTEBOOK_HOST"
 SLURM_NAME = "DASK_JOBQUEUE__SLURM__NAME"
 DASHBOARD_LINK = "DASK_DISTRIBUTED__DASHBOARD__LINK"
+# dask-jobqueue starts its scheduler with the protocol of its scheduler-options (the Scheduler does
+# not derive "tls" from require-encryption when it is given an interface): merged into the site's
+# scheduler-options (Dask merges nested keys from the environment into the YAML's).
+SCHEDULER_PROTOCOL = [f"DASK_JOBQUEUE__{name}__SCHEDULER_OPTIONS__PROTOCOL" for name in ("SLURM", "HTCONDOR")]
 
 
 def session_env(env: Mapping[str, str], identity_dir: Optional[str],
                 host: Optional[str] = None) -> dict[str, str]:
     """The variables to add to the server's environment (pure; tested whole)."""
     out = tls.dask_env(identity_dir)
+    out.update({name: "tls" for name in SCHEDULER_PROTOCOL})
     job = jobinfo.notebook_job(env)
     if job is not None:
         out[NOTEBOOK_JOB] = job.job_id
