@@ -31,6 +31,10 @@ def _dask_cells() -> dict:
         if cell["cell_type"] == "code" and ("sbatch" in text or "cluster.close()" in text):
             continue
         keep.append(cell)
+    # more of the same work, so that the dashboard (opened meanwhile) has a task stream to show
+    keep.append({"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+                 "id": "busy", "source": ["for _ in range(10):\n", "    (x + x.T).mean().compute()\n",
+                                          "print('busy done')"]})
     nb["cells"] = keep
     return nb
 
@@ -77,12 +81,13 @@ def test_dask_widget_and_dashboard_through_the_hub(browser, site, users, artifac
 
         _goto(page, api.user_url("/lab/tree/dask-widget.ipynb"))
         page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120000)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
-                               ".jp-Toolbar-kernelStatus", timeout=60000)
+        # the kernel is connected (status bar "... | Idle"), else Run All would queue nothing
+        page.wait_for_function("() => /\\| Idle/.test(document.querySelector('#jp-main-statusbar')"
+                               "?.innerText || '')", timeout=120000)
         page.click("text=Run")  # the menu bar
         page.click("li.lm-Menu-item:has-text('Run All Cells')")
         # the widget: a Tab with the cluster's status, 2 workers, the dashboard link
-        link = page.wait_for_selector(".jp-OutputArea-output a[href*='/proxy/']", timeout=360000)
+        link = page.wait_for_selector(".jp-OutputArea-output a[href*='/proxy/']", timeout=240000)
         href = link.get_attribute("href")
         assert re.fullmatch(r"/user/alice/proxy/\d+/status", href), href
         page.wait_for_selector(".jp-OutputArea-output .widget-tab, .jp-OutputArea-output .lm-TabBar",
@@ -90,20 +95,24 @@ def test_dask_widget_and_dashboard_through_the_hub(browser, site, users, artifac
         page.wait_for_function(
             "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
             ".some(o => /Workers:?\\s*2/.test(o.innerText))", timeout=120000)
-        # the computation cell has run: its output names the worker node
-        page.wait_for_function(
-            "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
-            ".some(o => o.innerText.includes('workers ran on'))", timeout=240000)
         widget = page.locator(".jp-Cell").filter(has=page.locator("a[href*='/proxy/']")).first
         widget.scroll_into_view_if_needed()
         _save(widget, "dask-widget.png", artifacts)
 
+        # the widget's link, opened while the computation cells run
         dash = ctx.new_page()
         resp = _goto(dash, f"{site}{href}")
         assert resp.status == 200, resp.status
-        dash.wait_for_selector("canvas", timeout=60000)
-        dash.wait_for_load_state("networkidle", timeout=60000)
         assert "/user/alice/proxy/" in dash.url
+        dash.wait_for_selector("canvas", timeout=60000)
+        # the computation cell has run on the cluster: its output names the worker node
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+            ".some(o => /workers ran on .*node3\\.mini\\.test/.test(o.innerText))", timeout=240000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+            ".some(o => o.innerText.includes('busy done'))", timeout=240000)
+        dash.wait_for_load_state("networkidle", timeout=60000)
         _save(dash, "dask-dashboard.png", artifacts)
     finally:
         ctx.close()
