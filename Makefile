@@ -6,6 +6,7 @@ VENV := $(CURDIR)/.venv
 export JBA_PROJECT ?= jba
 export JBA_TAG ?= latest
 export JBA_HTTPS_PORT ?= 8443
+export JBA_PROM_PORT ?= 9090
 COMPOSE := $(VENV)/bin/podman-compose -p $(JBA_PROJECT) -f compose.yaml
 HOSTCA := /etc/ssl/certs/ca-certificates.crt
 comma := ,
@@ -13,7 +14,7 @@ comma := ,
 BUILD_SECRET := $(if $(wildcard $(HOSTCA)),--secret id=hostca$(comma)src=$(HOSTCA))
 URL := https://localhost:$(JBA_HTTPS_PORT)
 
-.PHONY: demo demo-down deps images up wait clean-stale test unit integration bench logs
+.PHONY: demo demo-down deps images up wait clean-stale test unit integration bench logs report demo-load
 
 deps:
 	@bash scripts/host-setup.sh
@@ -21,6 +22,7 @@ deps:
 images: deps
 	podman build --pull=never $(BUILD_SECRET) -t localhost/jba-minisite:$(JBA_TAG) -f minisite/Containerfile .
 	podman build --pull=never $(BUILD_SECRET) -t localhost/jba-appliance:$(JBA_TAG) -f Containerfile .
+	podman build --pull=never -t localhost/jba-services:$(JBA_TAG) -f minisite/services/Containerfile .
 
 # Containers left half-dead by an earlier session (CI starts after our processes are killed).
 clean-stale: deps
@@ -38,6 +40,11 @@ demo: up
 	@echo "JupyterHub Batch Appliance is up: $(URL)/  (plain HTTP on http://localhost:8080 redirects)"
 	@echo "Demo logins (demo/users.tsv):"
 	@tail -n +2 demo/users.tsv | grep -v '^bench' | awk -F'\t' '{printf "  %-6s password %-14s groups: %s\n", $$1, $$4, ($$3==""?"-":$$3)}'
+	@podman exec $(JBA_PROJECT)_appliance_1 cat /srv/appliance/public/appliance-ca.crt > appliance-ca.crt 2>/dev/null \
+	  && echo "TLS: the demo certificate is signed by a local CA, saved as ./appliance-ca.crt (also at http://localhost:$${JBA_HTTP_PORT:-8080}/appliance-ca.crt)" \
+	  && echo "     SHA-256 $$(openssl x509 -in appliance-ca.crt -noout -fingerprint -sha256 | cut -d= -f2); trust it in your browser, or use curl --cacert appliance-ca.crt" \
+	  || echo "TLS: the site's own certificate (no local CA)"
+	@echo "Staff reservations (alice): $(URL)/services/reservations/   Prometheus: http://127.0.0.1:$(JBA_PROM_PORT)/"
 	@echo "Stop with: make demo-down (state volume is kept)"
 
 demo-down: deps
@@ -58,3 +65,14 @@ test: deps
 bench: up
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q matplotlib
 	$(VENV)/bin/python performance/bench.py
+
+# Usage pictures (docs/operations.md) from the mini site's Prometheus: distinct users per day,
+# concurrent sessions per lane/partition (stacked), spawn latency per backend -> docs/report-*.png.
+# REPORT_SINCE: the period (default 1d). `make demo-load` first makes a modest load to draw.
+REPORT_SINCE ?= 1d
+report: deps
+	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q matplotlib
+	$(VENV)/bin/python -m appliance.report --prometheus http://127.0.0.1:$(JBA_PROM_PORT) --since $(REPORT_SINCE) --out docs
+
+demo-load: deps
+	$(VENV)/bin/python performance/demo_load.py

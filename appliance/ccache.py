@@ -26,6 +26,10 @@ Choice of library
   remaining lifetime but not the ticket flags (renewable, invalid) nor
   renew-till, and cannot renew a TGT explicitly.
 
+Reading files safely (no symlink, one link, owner, mode, size) is :mod:`appliance.privfile`'s
+job; :func:`read_ccache` combines it with the parser. The renewal policy (when to renew, backoff)
+is :mod:`appliance.renewal`.
+
 Security notes: nothing here logs or puts ticket or key material into an
 exception message or a ``repr``; the raw entries are kept in fields excluded from
 ``repr``.
@@ -35,17 +39,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import errno
 import os
-import stat
 import struct
 from typing import Iterable, Optional
+
+from .privfile import MAX_SIZE, Refusal, read_private
 
 __all__ = [
     "MAX_CCACHE_SIZE",
     "CCacheError",
-    "Refusal",
-    "FileRefused",
     "CredentialRefused",
     "RenewError",
     "TicketFlags",
@@ -54,17 +56,13 @@ __all__ = [
     "CCache",
     "parse",
     "serialize",
-    "read_private",
-    "read_private_file",
-    "read_fd",
+    "read_ccache",
     "check_tgt",
-    "renew_at",
-    "retry_delay",
     "renew",
 ]
 
 #: Largest ccache file accepted (a TGT plus a few service tickets is a few KiB).
-MAX_CCACHE_SIZE = 1 << 20
+MAX_CCACHE_SIZE = MAX_SIZE
 
 FCC_VERSION_4 = 0x0504
 _HEADER_TAG_KDC_OFFSET = 1
@@ -83,23 +81,7 @@ class CCacheError(ValueError):
     code = "malformed"
 
 
-class Refusal(Exception):
-    """Base of the refusals: ``code`` is a stable machine word, ``message`` is for humans."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __str__(self) -> str:  # pragma: no cover - trivial
-        return f"{self.code}: {self.message}"
-
-
-class FileRefused(Refusal):
-    """The file failed a safety check (symlink, hard link, owner, mode, size, type)."""
-
-
-class CredentialRefused(Refusal):
+class CredentialRefused(Refusal):  # Refusal: appliance.privfile
     """The ccache's content is not acceptable (principal, no TGT, not renewable, expired)."""
 
 
@@ -445,82 +427,23 @@ def _pack_entry(
 # reading files safely
 
 
-def read_fd(fd: int, max_size: int = MAX_CCACHE_SIZE) -> bytes:
-    """Read at most ``max_size`` bytes from an open fd; raise if there is more."""
-    chunks = []
-    total = 0
-    while True:
-        chunk = os.read(fd, min(65536, max_size + 1 - total))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > max_size:
-            raise FileRefused("too_large", f"file is larger than {max_size} bytes")
-    return b"".join(chunks)
-
-
-def read_private_file(
-    path: str,
+def read_ccache(
+    name: str,
     *,
     expected_uid: int,
-    max_size: int = MAX_CCACHE_SIZE,
     dir_fd: Optional[int] = None,
-) -> bytes:
-    """Like :func:`read_private`, returning only the bytes."""
-    return read_private(path, expected_uid=expected_uid, max_size=max_size, dir_fd=dir_fd)[0]
-
-
-def read_private(
-    path: str,
-    *,
-    expected_uid: int,
     max_size: int = MAX_CCACHE_SIZE,
-    dir_fd: Optional[int] = None,
-) -> tuple[bytes, os.stat_result]:
-    """Open ``path`` without following a symlink and return its bytes if, on the
-    open file: it is a regular file, has exactly one link, is owned by
-    ``expected_uid``, has no group/other permission bits, and is 1..max_size bytes.
+) -> tuple[bytes, CCache, os.stat_result]:
+    """Read a private ticket cache safely (:func:`appliance.privfile.read_private`) and parse it.
 
-    Every failure raises :class:`FileRefused` with a stable ``code``:
-    ``not_found``, ``symlink``, ``not_regular``, ``hardlink``, ``wrong_owner``,
-    ``bad_mode``, ``too_large``, ``empty``, ``unreadable``.
-    Returns the bytes and the ``fstat`` of the open file.
+    Returns ``(bytes, parsed, fstat)``. Raises :class:`~appliance.privfile.FileRefused` or
+    :class:`CredentialRefused` ``malformed`` (not a FILE v4 ccache).
     """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    data, st = read_private(name, expected_uid=expected_uid, max_size=max_size, dir_fd=dir_fd)
     try:
-        fd = os.open(path, flags, dir_fd=dir_fd)
-    except FileNotFoundError:
-        raise FileRefused("not_found", "no such file") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise FileRefused("symlink", "the path is a symbolic link") from None
-        raise FileRefused("unreadable", f"cannot open: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise FileRefused("not_regular", "not a regular file")
-        if st.st_nlink != 1:
-            raise FileRefused("hardlink", f"file has {st.st_nlink} links (must be 1)")
-        if st.st_uid != expected_uid:
-            raise FileRefused(
-                "wrong_owner", f"file is owned by uid {st.st_uid}, expected {expected_uid}"
-            )
-        if st.st_mode & 0o077:
-            raise FileRefused(
-                "bad_mode",
-                f"file mode {stat.S_IMODE(st.st_mode):04o} gives access to group/other",
-            )
-        if st.st_size > max_size:
-            raise FileRefused("too_large", f"file is larger than {max_size} bytes")
-        if st.st_size == 0:
-            raise FileRefused("empty", "file is empty")
-        data = read_fd(fd, max_size)
-        if not data:
-            raise FileRefused("empty", "file is empty")
-        return data, st
-    finally:
-        os.close(fd)
+        return data, parse(data), st
+    except CCacheError as exc:
+        raise CredentialRefused("malformed", f"not a usable ticket cache: {exc}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -548,28 +471,6 @@ def check_tgt(cc: CCache, expected_principal: str, now: float) -> Credential:
     if not tgt.renewable:
         raise CredentialRefused("not_renewable", "ticket is not renewable")
     return tgt
-
-
-def retry_delay(failures: int, retry_min: float, retry_max: float) -> float:
-    """Backoff after ``failures`` consecutive failed renewals: retry_min, doubling, capped."""
-    return min(retry_max, retry_min * (2 ** max(0, failures - 1)))
-
-
-def renew_at(cred: Credential, *, fraction: float = 0.5, margin: int = 300) -> Optional[int]:
-    """When ``cred`` should be renewed, or ``None`` if renewal cannot extend it.
-
-    Renew once ``fraction`` of the lifetime has passed, but at the latest
-    ``margin`` seconds before it ends.  Never before half of that point
-    (``start + life * fraction / 2``): a ticket shorter than the margin (e.g. a
-    2-minute test ticket) would otherwise be due again the moment it was renewed,
-    and every renewal would start the next one at once.
-    """
-    if not cred.can_extend():
-        return None
-    start = cred.start
-    life = max(0, cred.endtime - start)
-    at = min(start + int(life * fraction), cred.endtime - margin)
-    return max(at, start + int(life * fraction / 2))
 
 
 # ---------------------------------------------------------------------------

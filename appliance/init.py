@@ -1,9 +1,12 @@
 """``appliance-init``: first-start setup of the state volume, run before supervisord.
 
-Creates what is missing (never overwrites): ``secrets/cookie_secret``, ``secrets/proxy_token``,
-``secrets/crypt_key`` (all root 0600, directory 0700) and a self-signed TLS pair in ``tls/``
-(unless the admin mounts ``/etc/appliance/tls/tls.crt`` and ``tls.key``, which are then used).
-Then runs the admin's hooks ``/etc/appliance/init.d/*.sh`` in name order.
+Creates what is missing (never overwrites a secret): ``secrets/cookie_secret``,
+``secrets/proxy_token``, ``secrets/crypt_key`` (all root 0600, directory 0700) and, unless the
+admin mounts ``/etc/appliance/tls/tls.crt`` and ``tls.key`` (then used as they are, never
+touched), the demo certificate: a leaf signed by a local CA (``appliance.tlsdemo``; an earlier
+image's self-signed certificate is upgraded). Then runs the admin's hooks
+``/etc/appliance/init.d/*.sh`` in name order, and finally refuses to start (exit 2) if any secret
+file or directory is looser than documented (``appliance.statecheck``), naming each.
 Secrets are generated here, at first start, so none is ever in the image.
 """
 
@@ -16,107 +19,100 @@ import socket
 import subprocess
 import sys
 
+from appliance import statecheck, tlsdemo
+
 STATE = os.environ.get("APPLIANCE_STATE_DIR", "/srv/appliance")
 HOOKS = os.environ.get("APPLIANCE_INIT_DIR", "/etc/appliance/init.d")
-MOUNTED_TLS = "/etc/appliance/tls"
+MOUNTED_TLS = os.environ.get("APPLIANCE_MOUNTED_TLS_DIR", "/etc/appliance/tls")
+RUN = os.environ.get("APPLIANCE_RUN_DIR", "/run/appliance")
+
+
+def log(msg: str, err: bool = False) -> None:
+    print(f"appliance-init: {msg}", file=sys.stderr if err else sys.stdout, flush=True)
 
 
 def _write_secret(path: str, data: bytes) -> bool:
-    if os.path.exists(path):
-        os.chmod(path, 0o600)
+    """Create a secret once (0600, never through a symlink). An existing one is kept as it is:
+    its mode is checked at the end, not silently changed."""
+    if os.path.lexists(path):
         return False
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     return True
 
 
-def make_self_signed(cert_path: str, key_path: str, hostnames: list[str]) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    sans = [x509.DNSName(h) for h in hostnames]
-    import ipaddress
-
-    sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=825))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    _write_secret(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    with open(cert_path + ".tmp", "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    os.chmod(cert_path + ".tmp", 0o644)
-    os.replace(cert_path + ".tmp", cert_path)
+def _private_dir(path: str) -> None:
+    """A 0700 directory; an existing one keeps its mode (checked at the end)."""
+    if not os.path.lexists(path):
+        os.mkdir(path, 0o700)
 
 
-def main() -> int:
+def demo_tls(now: datetime.datetime) -> list[str]:
+    tdir = os.path.join(STATE, "tls")
+    names = tlsdemo.names_for(socket.getfqdn(), socket.gethostname(),
+                              os.environ.get("APPLIANCE_PUBLIC_HOST", ""))
+    done = tlsdemo.ensure(tdir, os.path.join(STATE, "public"), names, now,
+                          label=socket.getfqdn() or "the appliance")
+    ca = tlsdemo.load_cert(os.path.join(tdir, "ca.crt"))
+    if ca is not None:
+        log(f"demo certificate for {', '.join(names.dns + tuple(map(str, names.ips)))}, signed by "
+            f"the local CA {os.path.join(STATE, 'public', tlsdemo.CA_PUBLIC_NAME)} (SHA-256 "
+            f"{tlsdemo.fingerprint(ca)}; served at http://<host>:8080/{tlsdemo.CA_PUBLIC_NAME}). "
+            f"Trust that file to verify the demo, or mount a site certificate in {MOUNTED_TLS}.")
+    return done
+
+
+def main(now: datetime.datetime | None = None) -> int:
+    now = now or datetime.datetime.now(datetime.timezone.utc)
     os.umask(0o077)
     os.makedirs(STATE, exist_ok=True)
-    os.chmod(STATE, 0o711)
+    os.chmod(STATE, 0o711)  # the volume's mount point: only traversal for others (nginx, CHP)
     sdir = os.path.join(STATE, "secrets")
-    os.makedirs(sdir, mode=0o700, exist_ok=True)
-    os.chmod(sdir, 0o700)
-    made = []
-    if _write_secret(os.path.join(sdir, "cookie_secret"), secrets.token_hex(32).encode()):
-        made.append("cookie_secret")
-    if _write_secret(os.path.join(sdir, "proxy_token"), secrets.token_hex(32).encode()):
-        made.append("proxy_token")
-    if _write_secret(os.path.join(sdir, "crypt_key"), secrets.token_hex(32).encode()):
-        made.append("crypt_key")
+    _private_dir(sdir)
+    made = [name for name in ("cookie_secret", "proxy_token", "crypt_key")
+            if _write_secret(os.path.join(sdir, name), secrets.token_hex(32).encode())]
     tdir = os.path.join(STATE, "tls")
-    os.makedirs(tdir, mode=0o700, exist_ok=True)
+    _private_dir(tdir)
     active = os.path.join(tdir, "active")
     mounted = all(os.path.exists(os.path.join(MOUNTED_TLS, f)) for f in ("tls.crt", "tls.key"))
     if mounted:
         src = MOUNTED_TLS
+        tlsdemo.withdraw_public(os.path.join(STATE, "public"))
     else:
         src = tdir
-        if not (os.path.exists(os.path.join(tdir, "tls.crt")) and os.path.exists(os.path.join(tdir, "tls.key"))):
-            fqdn = socket.getfqdn()
-            names = [n for n in dict.fromkeys([fqdn, socket.gethostname(), "localhost"]) if n]
-            make_self_signed(os.path.join(tdir, "tls.crt"), os.path.join(tdir, "tls.key"), names)
-            made.append("self-signed TLS certificate")
+        try:
+            made += demo_tls(now)
+        except ValueError as e:
+            log(str(e), err=True)
+            return 2
     # nginx reads the pair from one fixed place: a symlink to whichever source is in use.
     tmp = active + ".new"
     if os.path.lexists(tmp):
         os.unlink(tmp)
     os.symlink(src, tmp)
     os.replace(tmp, active)
-    for d, mode in (("/run/appliance", 0o755), ("/run/appliance/ccache", 0o711)):
+    for d, mode in ((RUN, 0o755), (os.path.join(RUN, "ccache"), 0o711)):
         os.makedirs(d, exist_ok=True)
         os.chmod(d, mode)
-    print(f"appliance-init: state in {STATE}; created: {', '.join(made) or 'nothing (all present)'}; "
-          f"TLS from {'mounted /etc/appliance/tls' if mounted else 'state volume'}", flush=True)
+    log(f"state in {STATE}; created: {', '.join(made) or 'nothing (all present)'}; "
+        f"TLS from {'mounted ' + MOUNTED_TLS if mounted else 'state volume'}")
     if os.path.isdir(HOOKS):
         for name in sorted(os.listdir(HOOKS)):
             if name.endswith(".sh"):
                 path = os.path.join(HOOKS, name)
-                print(f"appliance-init: running hook {name}", flush=True)
+                log(f"running hook {name}")
                 rc = subprocess.call(["/bin/bash", path])
                 if rc != 0:
-                    print(f"appliance-init: hook {name} failed with {rc}", file=sys.stderr, flush=True)
+                    log(f"hook {name} failed with {rc}", err=True)
                     return rc
+    bad = statecheck.problems(statecheck.rules(STATE, MOUNTED_TLS), owner_uid=os.geteuid())
+    if bad:
+        log("refusing to start: secrets are not protected as documented (docs/security.md):",
+            err=True)
+        for line in bad:
+            log(f"  {line}", err=True)
+        return 2
     return 0
 
 

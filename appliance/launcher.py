@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def read_env_file(path: str) -> dict:

@@ -23,21 +23,20 @@ Errors are :class:`OptionsError` whose message starts with the offending field's
 from __future__ import annotations
 
 import fnmatch
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Slurm object names (partitions, reservations): conservative allow-list.
-SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# A constraint is features joined by & and |, with parentheses; each feature an allow-listed token.
-CONSTRAINT_TOKEN_RE = re.compile(r" *(\(|\)|&|\||[A-Za-z0-9_.-]+)")
+from . import constraint as grammar
+from .names import ENV_NAME_RE, SLURM_NAME_RE
+
 DEFAULT_RESERVED_ENV = (
     "PATH", "LD_*", "PYTHON*", "JUPYTER*", "JUPYTERHUB_*", "KRB5*", "HOME", "USER", "LOGNAME",
     "SHELL", "_CONDOR_*", "SLURM_*", "BASH_ENV", "ENV", "IFS",
 )
+#: Options only the Slurm backend takes (refused for every other backend).
+SLURM_ONLY_FIELDS = ("partition", "reservation", "constraint")
 MAX_ENV_VARS = 64
 MAX_ENV_VALUE_LEN = 4096
 
@@ -69,55 +68,12 @@ def _env_is_reserved(name: str, reserved: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, pat) for pat in reserved)
 
 
-def parse_constraint(text: str) -> list[str]:
-    """Tokenize a Slurm constraint expression; raise OptionsError on anything else.
-
-    Returns the feature names used (so the backend can check them against known features).
-    Grammar: expr := term (('&'|'|') term)* ; term := FEATURE | '(' expr ')'.
-    """
-    pos, tokens = 0, []
-    text = text.strip()
-    while pos < len(text):
-        m = CONSTRAINT_TOKEN_RE.match(text, pos)
-        if not m or m.end() == pos:
-            raise OptionsError("constraint", f"character {text[pos]!r} is not allowed")
-        tokens.append(m.group(1))
-        pos = m.end()
-        while pos < len(text) and text[pos] == " ":
-            pos += 1
-    features: list[str] = []
-    i = 0
-
-    def term() -> None:
-        nonlocal i
-        if i >= len(tokens):
-            raise OptionsError("constraint", "expression ends too early")
-        tok = tokens[i]
-        if tok == "(":
-            i += 1
-            expr()
-            if i >= len(tokens) or tokens[i] != ")":
-                raise OptionsError("constraint", "unbalanced parentheses")
-            i += 1
-        elif tok in (")", "&", "|"):
-            raise OptionsError("constraint", f"unexpected {tok!r}")
-        else:
-            features.append(tok)
-            i += 1
-
-    def expr() -> None:
-        nonlocal i
-        term()
-        while i < len(tokens) and tokens[i] in ("&", "|"):
-            i += 1
-            term()
-
-    if not tokens:
-        raise OptionsError("constraint", "is empty")
-    expr()
-    if i != len(tokens):
-        raise OptionsError("constraint", f"unexpected {tokens[i]!r}")
-    return features
+def check_constraint(text: str) -> list[str]:
+    """The features a constraint names (``appliance.constraint``); OptionsError if malformed."""
+    try:
+        return grammar.features(text)
+    except grammar.ConstraintError as e:
+        raise OptionsError("constraint", e.message) from None
 
 
 class _Base(BaseModel):
@@ -150,7 +106,10 @@ class _Base(BaseModel):
         if v is not None:
             if len(v) > 256:
                 raise ValueError("is longer than 256 characters")
-            parse_constraint(v)
+            try:
+                grammar.parse(v)
+            except grammar.ConstraintError as e:
+                raise ValueError(e.message) from None
         return v
 
 
@@ -198,9 +157,6 @@ class UserOptions:
     reservation: Optional[str] = None
     constraint: Optional[str] = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
-
 
 def _message(err: dict[str, Any]) -> tuple[str, str]:
     loc = [str(p) for p in err.get("loc", ())]
@@ -244,7 +200,7 @@ def validate_options(data: Any, bounds: Bounds) -> UserOptions:
         if _env_is_reserved(name, bounds.reserved_env):
             raise OptionsError("env", f"{name} is reserved by the administrator")
     if opts.backend != "slurm":
-        for name in ("partition", "reservation", "constraint"):
+        for name in SLURM_ONLY_FIELDS:
             if getattr(opts, name) is not None:
                 raise OptionsError(name, "is only for the slurm backend")
     return opts

@@ -26,15 +26,33 @@ export CONTAINERS_CONF="$PWD/containers.conf"
 VENV=${TOOLS_VENV:-$PWD/.venv}
 req_sha=$(sha256sum requirements-test.txt | cut -c1-16)
 if [ ! -x "$VENV/bin/pytest" ] || [ "$(cat "$VENV/.req-sha" 2>/dev/null)" != "$req_sha" ]; then
-  python3 -m venv "$VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"   # an existing (or linked) venv is reused
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -r requirements-test.txt
   echo "$req_sha" > "$VENV/.req-sha"
 fi
+# The Debian mirror the host itself uses (a site with a local mirror or proxy works as is): the
+# repository apt fetches the host's own release from, main component, from apt's configuration
+# (sources.list and deb822 .sources alike). DEBIAN_MIRROR overrides it.
+host_debian_mirror() {
+  local codename uri
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT) $(IDENTIFIER)' 2>/dev/null \
+        | awk -v rel="$codename" '$2 == rel && $3 == "main" && $4 == "Packages" { print $1; exit }')
+  case "$uri" in
+    http://*|https://*|file:/*) echo "${uri%/}" ;;
+    *) return 1 ;;
+  esac
+}
 # Base image: debootstrapped trixie imported under the standard name (no registry here).
 if ! podman image exists docker.io/library/debian:trixie; then
+  mirror=${DEBIAN_MIRROR:-$(host_debian_mirror)} || {
+    echo "host-setup: no Debian mirror for the host's release in its apt sources; set DEBIAN_MIRROR" >&2
+    exit 1
+  }
+  echo "host-setup: debootstrap trixie from $mirror (the host's apt mirror)"
   root=$(mktemp -d /var/tmp/trixie.XXXXXX)
-  debootstrap --variant=minbase trixie "$root" http://deb.debian.org/debian >/dev/null
+  debootstrap --variant=minbase trixie "$root" "$mirror" >/dev/null
   rm -rf "$root"/var/cache/apt/archives/*.deb
   tar -C "$root" -c . | podman import - docker.io/library/debian:trixie >/dev/null
   rm -rf "$root"

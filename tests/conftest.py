@@ -27,28 +27,55 @@ def demo_users() -> dict[str, dict]:
     return {r["user"]: r for r in rows}
 
 
-def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+def podman(*args: str, check: bool = True, timeout: float = 120,
+           input: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, CONTAINERS_CONF=str(ROOT / "containers.conf"))
     return subprocess.run(["podman", *args], capture_output=True, text=True, check=check,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, input=input)
 
 
 def container(service: str) -> str:
     return f"{PROJECT}_{service}_1"
 
 
-def site_exec(service: str, *cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+def site_exec(service: str, *cmd: str, check: bool = True, timeout: float = 120,
+              input: str | None = None) -> subprocess.CompletedProcess:
+    """A command in one of the mini site's containers; ``input`` goes to its stdin (secrets such
+    as passwords travel there, never on a command line)."""
+    if input is not None:
+        return podman("exec", "-i", container(service), *cmd, check=check, timeout=timeout,
+                      input=input)
     return podman("exec", container(service), *cmd, check=check, timeout=timeout)
+
+
+def image(name: str) -> str:
+    """The mini site's image for ``name`` ("appliance" or "minisite"), as `make up` tagged it."""
+    return f"localhost/jba-{name}:{os.environ.get('JBA_TAG', 'latest')}"
+
+
+# Secrets the tests create or see (API tokens, ...). The last test of the session
+# (tests/integration/test_zz_no_secrets_in_logs.py) checks that none of them is in any log.
+SECRETS_SEEN: dict[str, str] = {}
+
+
+def record_secret(what: str, value: str) -> None:
+    if value:
+        SECRETS_SEEN[what] = value
 
 
 _CA: list[str] = []
 
 
+LOCAL_CA = "/srv/appliance/public/appliance-ca.crt"  # the demo's local CA (appliance/tlsdemo.py)
+
+
 def ca_bundle() -> str:
-    """The appliance's own (self-signed) certificate, so tests verify TLS for real."""
+    """The appliance's local CA (which signed the demo certificate), so tests verify TLS for real
+    (a site's mounted certificate instead: that certificate itself)."""
     if not _CA:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        pem = site_exec("appliance", "cat", "/srv/appliance/tls/active/tls.crt").stdout
+        pem = site_exec("appliance", "sh", "-c",
+                        f"cat {LOCAL_CA} 2>/dev/null || cat /srv/appliance/tls/active/tls.crt").stdout
         path = ARTIFACTS / "appliance-ca.pem"
         path.write_text(pem)
         _CA.append(str(path))
@@ -101,6 +128,7 @@ class HubClient:
                         headers={"X-XSRFToken": self.xsrf()})
         r.raise_for_status()
         self.token = r.json()["token"]
+        record_secret(f"API token of {self.user} ({len(SECRETS_SEEN)})", self.token)
         return self.token
 
     def api(self, method: str, path: str, **kw):
@@ -297,9 +325,13 @@ def artifacts():
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: takes minutes (real 2-minute Kerberos tickets); still part of make test")
+    config.addinivalue_line(
+        "markers", "last: runs after every other test of the session (it checks what they left)")
 
 
 def pytest_collection_modifyitems(config, items):
-    # Unit tests first, then integration, then browser: cheap failures surface first.
+    # Unit tests first, then integration, then browser: cheap failures surface first. Tests
+    # marked `last` (the scan of every log for the run's secrets) come after everything else.
     order = {"unit": 0, "integration": 1, "browser": 2}
-    items.sort(key=lambda it: order.get(Path(str(it.fspath)).parent.name, 1))
+    items.sort(key=lambda it: (it.get_closest_marker("last") is not None,
+                               order.get(Path(str(it.fspath)).parent.name, 1)))

@@ -15,6 +15,8 @@ import signal
 import sys
 from typing import Optional
 
+from appliance import renewal
+
 from . import DEFAULT_CCACHE_DIR, DEFAULT_SOCKET, DEFAULT_SUBMIT_DIR
 from .bridge import Bridge, parse_principal_map
 from .credstore import HTCondorCredStore, MemoryCredStore
@@ -82,18 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--submit-dir", default=_env("SUBMIT_DIR", DEFAULT_SUBMIT_DIR),
                     help="where 'refresh' writes a user's current ticket for one submission; "
                     "empty: never [CREDD_BRIDGE_SUBMIT_DIR] (default %(default)s)")
-    ap.add_argument("--renew-fraction", type=float,
-                    default=float(_env("RENEW_FRACTION", "0.5")),
-                    help="renew after this fraction of a ticket's lifetime "
-                    "[CREDD_BRIDGE_RENEW_FRACTION] (default %(default)s)")
-    ap.add_argument("--renew-margin", type=int, default=int(_env("RENEW_MARGIN", "300")),
-                    help="renew at the latest this many seconds before expiry "
-                    "[CREDD_BRIDGE_RENEW_MARGIN] (default %(default)s)")
-    ap.add_argument("--retry-min", type=float, default=float(_env("RETRY_MIN", "30")),
-                    help="first retry delay after a failure, doubling "
-                    "[CREDD_BRIDGE_RETRY_MIN] (default %(default)s)")
-    ap.add_argument("--retry-max", type=float, default=float(_env("RETRY_MAX", "600")),
-                    help="longest retry delay [CREDD_BRIDGE_RETRY_MAX] (default %(default)s)")
+    renewal.add_arguments(ap, "CREDD_BRIDGE_")
     ap.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"),
                     help="[CREDD_BRIDGE_LOG_LEVEL] (default %(default)s)")
     return ap
@@ -132,10 +123,7 @@ def make_server(args: argparse.Namespace) -> BridgeServer:
         realm=args.realm,
         principal_map=principal_map,
         ccache_dir=args.ccache_dir or None,
-        renew_fraction=args.renew_fraction,
-        renew_margin=args.renew_margin,
-        retry_min=args.retry_min,
-        retry_max=args.retry_max,
+        policy=renewal.from_args(args),
         submit_dir=args.submit_dir or None,
         push_running=str(args.push_running).lower() in ("yes", "1", "true"),
     )
@@ -161,13 +149,17 @@ async def _run(server: BridgeServer) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s credd-bridge %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    server = make_server(args)
+    try:
+        server = make_server(args)
+    except ValueError as exc:  # inconsistent renewal policy, bad principal map
+        ap.error(str(exc))
     asyncio.run(_run(server))
     return 0
 

@@ -3,29 +3,12 @@
 No sockets and no event loop here (see :mod:`.server`); time, the KDC renewal,
 the user database and the credd are all injected, so the logic is testable.
 
-Per-user state (what ``state``/``states`` return)::
-
-    {"user", "principal", "state", "valid_until", "renew_until", "last_forwarded",
-     "last_renewed", "next_action", "error"}
-
-``state`` is one of
-
-* ``active``   - the credd has a valid copy; the next renewal is at ``next_action``
-* ``retrying`` - a renewal or a credd store failed (``error`` says which and why);
-  retried with exponential backoff at ``next_action``; the ticket is still valid
-  until ``valid_until``
-* ``final``    - the ticket cannot be extended any more (renew-till reached); the
-  credd copy is valid until ``valid_until``, then the state becomes ``expired``
-* ``expired``  - ``valid_until`` has passed; the user must log in again
-
-Times are integer seconds since the epoch (``null`` if unknown).
+Per-user state: :mod:`.records`.
 A refusal stores nothing and leaves an existing state untouched.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
 import os
 import pwd
@@ -35,21 +18,23 @@ import threading
 import time
 from typing import Callable, Iterable, Mapping, Optional
 
-from appliance import ccache
-from appliance.ccache import CCacheError, Refusal
+from appliance import ccache, privfile, renewal
+from appliance.names import USER_NAME_RE
+from appliance.privfile import Refusal
+from appliance.renewal import RenewalPolicy, iso
 
 from . import DEFAULT_CCACHE_DIR, protocol
 from .credstore import CredStore
+from .records import ACTIVE, EXPIRED, FINAL, RETRYING, UserRecord
 
 log = logging.getLogger("appliance.credd_bridge")
 
-ACTIVE = "active"
-RETRYING = "retrying"
-FINAL = "final"
-EXPIRED = "expired"
-
-_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _CCTYPE_RE = re.compile(r"^[A-Za-z0-9]+:")
+
+
+def _check_user(user) -> None:
+    if not isinstance(user, str) or not USER_NAME_RE.match(user):
+        raise BridgeRefused(protocol.BAD_REQUEST, "invalid user name")
 
 
 class BridgeRefused(Refusal):
@@ -65,51 +50,6 @@ class CreddStoreFailed(Exception):
         self.state = state
 
 
-def _iso(ts: Optional[float]) -> str:
-    if ts is None:
-        return "-"
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-@dataclasses.dataclass
-class UserRecord:
-    user: str
-    principal: str
-    ccache: bytes = dataclasses.field(repr=False)
-    valid_until: int = 0
-    renew_until: Optional[int] = None
-    state: str = ACTIVE
-    error: Optional[str] = None
-    last_forwarded: Optional[float] = None
-    last_renewed: Optional[float] = None
-    next_action: Optional[float] = None
-    pending_store: bool = False
-    failures: int = 0
-    generation: int = 0
-    pushed_to: list = dataclasses.field(default_factory=list)
-    last_pushed: Optional[float] = None
-    push_error: Optional[str] = None
-
-    def public(self) -> dict:
-        def t(v):
-            return None if v is None else int(v)
-
-        return {
-            "user": self.user,
-            "principal": self.principal,
-            "state": self.state,
-            "valid_until": t(self.valid_until),
-            "renew_until": t(self.renew_until),
-            "last_forwarded": t(self.last_forwarded),
-            "last_renewed": t(self.last_renewed),
-            "next_action": t(self.next_action),
-            "error": self.error,
-            "pushed_to": list(self.pushed_to),
-            "last_pushed": t(self.last_pushed),
-            "push_error": self.push_error,
-        }
-
-
 def _pwd_uid(user: str) -> int:
     return pwd.getpwnam(user).pw_uid
 
@@ -122,6 +62,7 @@ class Bridge:
     ``uid_for``: user name -> uid (default: the passwd database); KeyError = unknown.
     ``ccache_dir``: if set, a handed-over path must be a file directly in this directory.
     ``clock``: returns seconds since the epoch.  ``renewer``: bytes -> renewed bytes.
+    ``policy``: when to renew and how to back off (:class:`appliance.renewal.RenewalPolicy`).
     ``submit_dir``: where :meth:`refresh` writes a user's current ticket for a submission
     (a root-owned 0711 directory; ``None`` disables that).
     ``push_running``: after storing a NEW login's ticket, also hand it to the execute nodes
@@ -139,10 +80,7 @@ class Bridge:
         ccache_dir: Optional[str] = DEFAULT_CCACHE_DIR,
         clock: Callable[[], float] = time.time,
         renewer: Callable[[bytes], bytes] = ccache.renew,
-        renew_fraction: float = 0.5,
-        renew_margin: int = 300,
-        retry_min: float = 30.0,
-        retry_max: float = 600.0,
+        policy: RenewalPolicy = RenewalPolicy(),
         max_size: int = ccache.MAX_CCACHE_SIZE,
         submit_dir: Optional[str] = None,
         submit_max_age: float = 600.0,
@@ -155,10 +93,7 @@ class Bridge:
         self.ccache_dir = os.path.normpath(ccache_dir) if ccache_dir else None
         self.clock = clock
         self.renewer = renewer
-        self.renew_fraction = renew_fraction
-        self.renew_margin = renew_margin
-        self.retry_min = retry_min
-        self.retry_max = retry_max
+        self.policy = policy
         self.max_size = max_size
         self.submit_dir = os.path.normpath(submit_dir) if submit_dir else None
         self.submit_max_age = submit_max_age
@@ -185,14 +120,11 @@ class Bridge:
                 lock = self._user_locks[user] = threading.Lock()
             return lock
 
-    def _retry_delay(self, failures: int) -> float:
-        return ccache.retry_delay(failures, self.retry_min, self.retry_max)
-
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change()
 
-    def _read(self, ccache_path: str, uid: int) -> bytes:
+    def _read(self, ccache_path: str, uid: int) -> ccache.CCache:
         path = ccache_path
         if path.startswith("FILE:"):
             path = path[len("FILE:") :]
@@ -206,13 +138,11 @@ class Bridge:
         if self.ccache_dir is not None and directory != self.ccache_dir:
             raise BridgeRefused(protocol.BAD_PATH, f"ticket caches must be in {self.ccache_dir}")
         try:
-            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            dfd = privfile.open_dir(directory)
         except OSError as exc:
             raise BridgeRefused(protocol.BAD_PATH, f"cannot open directory: {exc.strerror}") from None
         try:
-            return ccache.read_private_file(
-                name, expected_uid=uid, max_size=self.max_size, dir_fd=dfd
-            )
+            return ccache.read_ccache(name, expected_uid=uid, max_size=self.max_size, dir_fd=dfd)[1]
         finally:
             os.close(dfd)
 
@@ -221,7 +151,7 @@ class Bridge:
         rec.renew_until = tgt.renew_till if tgt.renewable else None
         rec.error = None
         rec.failures = 0
-        at = ccache.renew_at(tgt, fraction=self.renew_fraction, margin=self.renew_margin)
+        at = self.policy.renew_at(tgt)
         if at is None:
             rec.state = FINAL
             rec.next_action = tgt.endtime
@@ -230,14 +160,26 @@ class Bridge:
             rec.next_action = max(at, now)
 
     def _fail(self, rec: UserRecord, now: float, message: str) -> None:
-        rec.failures += 1
+        rec.failures, rec.next_action = self.policy.after_failure(rec.failures, now,
+                                                                  not_after=rec.valid_until)
         rec.state = RETRYING
         rec.error = message
-        rec.next_action = min(now + self._retry_delay(rec.failures), rec.valid_until)
         log.warning(
             "user %s: %s; retry %d at %s (ticket valid until %s)",
-            rec.user, message, rec.failures, _iso(rec.next_action), _iso(rec.valid_until),
+            rec.user, message, rec.failures, iso(rec.next_action), iso(rec.valid_until),
         )
+
+    def _put(self, rec: UserRecord, data: bytes, now: float) -> bool:
+        """Store ``data`` in the credd for ``rec``'s user. On failure the record is marked
+        pending and a retry planned (False). Call without holding ``self._lock``."""
+        try:
+            self.store_backend.put(rec.user, data)
+        except Exception as exc:  # noqa: BLE001 - any store failure is retried
+            with self._lock:
+                rec.pending_store = True
+                self._fail(rec, now, f"credd store failed: {exc}")
+            return False
+        return True
 
     # -- operations ------------------------------------------------------------
 
@@ -247,8 +189,7 @@ class Bridge:
         Returns the user's public state.  Raises a :class:`~appliance.ccache.Refusal`
         (nothing stored) or :class:`CreddStoreFailed` (kept and retried).
         """
-        if not isinstance(user, str) or not _USER_RE.match(user):
-            raise BridgeRefused(protocol.BAD_REQUEST, "invalid user name")
+        _check_user(user)
         if not isinstance(ccache_path, str):
             raise BridgeRefused(protocol.BAD_REQUEST, "invalid ccache_path")
         try:
@@ -257,11 +198,7 @@ class Bridge:
             raise BridgeRefused(protocol.UNKNOWN_USER, f"no such user: {user}") from None
         expected = self.expected_principal(user)
         try:
-            data = self._read(ccache_path, uid)
-            try:
-                cc = ccache.parse(data)
-            except CCacheError as exc:
-                raise ccache.CredentialRefused("malformed", f"not a usable ticket cache: {exc}")
+            cc = self._read(ccache_path, uid)
             now = self.clock()
             tgt = ccache.check_tgt(cc, expected, now)
             payload = cc.minimal()
@@ -276,23 +213,19 @@ class Bridge:
             rec = UserRecord(user=user, principal=expected, ccache=payload, generation=generation)
             rec.valid_until = tgt.endtime
             rec.renew_until = tgt.renew_till if tgt.renewable else None
-            try:
-                self.store_backend.put(user, payload)
-            except Exception as exc:  # noqa: BLE001 - any store failure is retried
-                rec.pending_store = True
-                self._fail(rec, now, f"credd store failed: {exc}")
+            if not self._put(rec, payload, now):
                 with self._lock:
                     self._users[user] = rec
                 self._changed()
-                raise CreddStoreFailed(rec.error or "credd store failed", rec.public()) from None
+                raise CreddStoreFailed(rec.error or "credd store failed", rec.public())
             rec.last_forwarded = now
             self._schedule(rec, tgt, now)
             with self._lock:
                 self._users[user] = rec
         log.info(
             "user %s: stored ticket of %s valid until %s, renewable until %s; %s, next at %s",
-            user, expected, _iso(rec.valid_until), _iso(rec.renew_until), rec.state,
-            _iso(rec.next_action),
+            user, expected, iso(rec.valid_until), iso(rec.renew_until), rec.state,
+            iso(rec.next_action),
         )
         self._changed()
         if self.push_running:
@@ -332,8 +265,7 @@ class Bridge:
         with it and deletes it), so a spawn through the REST API long after the login still
         submits with a valid ticket.  Returns ``(state, path or None)``.
         """
-        if not isinstance(user, str) or not _USER_RE.match(user):
-            raise BridgeRefused(protocol.BAD_REQUEST, "invalid user name")
+        _check_user(user)
         with self._user_lock(user):
             with self._lock:
                 rec = self._users.get(user)
@@ -343,17 +275,12 @@ class Bridge:
             now = self.clock()
             if rec.state == EXPIRED or rec.valid_until <= now + min_valid:
                 raise BridgeRefused(
-                    "expired", f"the ticket of {rec.principal} expires at {_iso(rec.valid_until)}")
+                    "expired", f"the ticket of {rec.principal} expires at {iso(rec.valid_until)}")
             data = rec.ccache
             t0 = time.monotonic()
-            try:
-                self.store_backend.put(user, data)
-            except Exception as exc:  # noqa: BLE001
-                with self._lock:
-                    rec.pending_store = True
-                    self._fail(rec, now, f"credd store failed: {exc}")
+            if not self._put(rec, data, now):
                 self._changed()
-                raise CreddStoreFailed(rec.error or "credd store failed", rec.public()) from None
+                raise CreddStoreFailed(rec.error or "credd store failed", rec.public())
             with self._lock:
                 rec.last_forwarded = now
                 if rec.pending_store:
@@ -363,7 +290,7 @@ class Bridge:
                     self._schedule(rec, tgt, now)
                 public = rec.public()
             log.info("user %s: re-stored ticket of %s (valid until %s) in %.3f s", user,
-                     rec.principal, _iso(rec.valid_until), time.monotonic() - t0)
+                     rec.principal, iso(rec.valid_until), time.monotonic() - t0)
             path = self._write_submit_ccache(user, data) if write_ccache else None
         self._changed()
         return public, path
@@ -376,33 +303,28 @@ class Bridge:
             gid = pwd.getpwuid(uid).pw_gid
         except KeyError:
             gid = -1
-        os.makedirs(self.submit_dir, mode=0o711, exist_ok=True)
-        dfd = os.open(self.submit_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        self._sweep_submit_dir()
+        name = f"krb5cc_{uid}_submit_{secrets.token_hex(8)}"
         try:
-            st = os.fstat(dfd)
-            if os.geteuid() == 0 and (st.st_uid != 0 or st.st_mode & 0o022):
-                raise BridgeRefused(protocol.BAD_PATH,
-                                    f"{self.submit_dir} must be owned by root and not writable by others")
-            self._sweep_submit_dir(dfd)
-            name = f"krb5cc_{uid}_submit_{secrets.token_hex(8)}"
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600, dir_fd=dfd)
-            try:
-                os.fchmod(fd, 0o600)
-                if os.geteuid() == 0:
-                    os.fchown(fd, uid, gid)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-        finally:
-            os.close(dfd)
-        return os.path.join(self.submit_dir, name)
+            return privfile.create_in_dir(self.submit_dir, name, data, dir_mode=0o711,
+                                          uid=uid, gid=gid)
+        except privfile.FileRefused as exc:
+            raise BridgeRefused(protocol.BAD_PATH, f"{self.submit_dir}: {exc.message}") from None
 
-    def _sweep_submit_dir(self, dfd: int) -> None:
+    def _sweep_submit_dir(self) -> None:
         """Submit ccaches are for one submission; remove any left behind (hub crashed)."""
         limit = time.time() - self.submit_max_age
+        try:
+            dfd = privfile.open_dir(self.submit_dir, create_mode=0o711)
+        except OSError:
+            return  # create_in_dir reports it
+        try:
+            self._sweep(dfd, limit)
+        finally:
+            os.close(dfd)
+
+    @staticmethod
+    def _sweep(dfd: int, limit: float) -> None:
         for name in os.listdir(dfd):
             if not name.startswith("krb5cc_"):
                 continue
@@ -469,19 +391,17 @@ class Bridge:
                     rec.ccache = b""
                     rec.next_action = None
                     rec.pending_store = False
-                    log.info("user %s: ticket expired at %s", user, _iso(rec.valid_until))
+                    log.info("user %s: ticket expired at %s", user, iso(rec.valid_until))
             return
 
         tgt = ccache.parse(data).tgt
         assert tgt is not None  # stored caches always hold a TGT
-        at = ccache.renew_at(tgt, fraction=self.renew_fraction, margin=self.renew_margin)
+        at = self.policy.renew_at(tgt)
         renewed = False
         if at is not None and now >= at:
             try:
-                new = self.renewer(data)
-                new_tgt = ccache.parse(new).tgt
-                if new_tgt is None or str(new_tgt.client) != rec.principal:
-                    raise ccache.RenewError("renewal returned a ticket for another principal")
+                new, new_cc = renewal.renew_checked(self.renewer, data, rec.principal)
+                new_tgt = new_cc.tgt
             except Exception as exc:  # noqa: BLE001 - KDC down, refused, ...
                 with self._lock:
                     if rec.generation == generation:
@@ -498,47 +418,15 @@ class Bridge:
                 rec.renew_until = tgt.renew_till if tgt.renewable else None
                 if renewed:
                     rec.last_renewed = now
-                    log.info("user %s: renewed, valid until %s", user, _iso(tgt.endtime))
+                    log.info("user %s: renewed, valid until %s", user, iso(tgt.endtime))
             if pending:
-                try:
-                    self.store_backend.put(user, data)
-                except Exception as exc:  # noqa: BLE001
-                    with self._lock:
-                        rec.pending_store = True
-                        self._fail(rec, now, f"credd store failed: {exc}")
+                if not self._put(rec, data, now):
                     return
                 with self._lock:
                     rec.pending_store = False
                     rec.last_forwarded = now
             with self._lock:
                 self._schedule(rec, tgt, now)
-
-
-async def renewal_loop(
-    bridge: Bridge,
-    wake: asyncio.Event,
-    *,
-    max_sleep: float = 60.0,
-    min_sleep: float = 0.05,
-    stop: Optional[asyncio.Event] = None,
-) -> None:
-    """Run ``bridge.run_due`` whenever something is due; ``wake`` re-plans early.
-
-    The blocking work runs in a thread.  Sleeps are capped at ``max_sleep`` so
-    clock jumps are noticed.
-    """
-    while stop is None or not stop.is_set():
-        await asyncio.to_thread(bridge.run_due)
-        nxt = bridge.next_wakeup()
-        if nxt is None:
-            delay = max_sleep
-        else:
-            delay = min(max(nxt - bridge.clock(), min_sleep), max_sleep)
-        try:
-            await asyncio.wait_for(wake.wait(), timeout=delay)
-        except asyncio.TimeoutError:
-            pass
-        wake.clear()
 
 
 def parse_principal_map(items: Iterable[str]) -> dict[str, str]:

@@ -10,10 +10,11 @@ It must raise on failure; the message should name the problem, never the data.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from typing import Optional, Protocol
+
+from appliance.names import USER_NAME_RE
 
 
 class CredStore(Protocol):
@@ -201,7 +202,7 @@ class HTCondorCredStore:
     def running_hosts(self, user: str) -> list[str]:
         """Execute hosts of ``user``'s running jobs that carry a Kerberos credential, from the
         schedd next to the credd (``schedd_name``, default: the credd's own name)."""
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", user):
+        if not USER_NAME_RE.match(user):
             raise ValueError("bad user name")
         mod = self._htcondor()
         name = self.schedd_name

@@ -22,15 +22,42 @@ import stat
 import struct
 from typing import Callable, Iterable, Optional
 
-from appliance.ccache import Refusal
+from appliance.privfile import Refusal
 
 from . import protocol
-from .bridge import Bridge, CreddStoreFailed, renewal_loop
+from .bridge import Bridge, CreddStoreFailed
 from .protocol import ProtocolError
 
 log = logging.getLogger("appliance.credd_bridge.server")
 
 _UCRED = struct.Struct("3i")
+
+
+async def renewal_loop(
+    bridge: Bridge,
+    wake: asyncio.Event,
+    *,
+    max_sleep: float = 60.0,
+    min_sleep: float = 0.05,
+    stop: Optional[asyncio.Event] = None,
+) -> None:
+    """Run ``bridge.run_due`` whenever something is due; ``wake`` re-plans early.
+
+    The blocking work runs in a thread.  Sleeps are capped at ``max_sleep`` so
+    clock jumps are noticed.
+    """
+    while stop is None or not stop.is_set():
+        await asyncio.to_thread(bridge.run_due)
+        nxt = bridge.next_wakeup()
+        if nxt is None:
+            delay = max_sleep
+        else:
+            delay = min(max(nxt - bridge.clock(), min_sleep), max_sleep)
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=delay)
+        except asyncio.TimeoutError:
+            pass
+        wake.clear()
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:

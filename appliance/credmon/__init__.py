@@ -27,8 +27,9 @@ is due for renewal, at the latest every ``max_sleep`` seconds):
 
 ``<dir>/pid`` is written world-readable (0644), as HTCondor reads it.
 Debian's ``condor_credmon_krb`` is not used: it renews only tickets older than an
-hour, on a 5-minute timer.  The ccache logic is shared with the bridge
-(:mod:`appliance.ccache`).  Ticket contents are never logged.
+hour, on a 5-minute timer.  The ccache logic, the safe file access and the renewal policy are
+shared with the bridge (:mod:`appliance.ccache`, :mod:`appliance.privfile`,
+:mod:`appliance.renewal`).  Ticket contents are never logged.
 """
 
 from __future__ import annotations
@@ -36,56 +37,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
-import secrets
 import stat
 import time
 from typing import Callable, Optional
 
-from appliance import ccache
-from appliance.ccache import CCacheError, Refusal
+from appliance import ccache, privfile, renewal
+from appliance.names import USER_NAME_RE
+from appliance.privfile import Refusal, atomic_write
+from appliance.renewal import RenewalPolicy, iso
 
 log = logging.getLogger("appliance.credmon")
 
 COMPLETE = "CREDMON_COMPLETE"
 PID_FILE = "pid"
-_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-
-
-def atomic_write(
-    dir_fd: int, name: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0
-) -> None:
-    """Replace ``name`` in the directory ``dir_fd`` with ``data``: a new file with
-    ``mode`` and (when running as root) owner ``uid:gid`` is written and fsynced
-    under a temporary name, then renamed over ``name``.  Readers see the old or the
-    new content, never a mix; a symlink at ``name`` is replaced, not followed."""
-    tmp = f".{name}.tmp.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(
-        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
-        dir_fd=dir_fd,
-    )
-    try:
-        try:
-            os.fchmod(fd, mode)  # whatever the umask
-            if os.geteuid() == 0:
-                os.fchown(fd, uid, gid)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-        except OSError:
-            pass
-        raise
-    try:
-        os.fsync(dir_fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on dirs
-        pass
 
 
 @dataclasses.dataclass
@@ -111,10 +75,7 @@ class KerberosCredmon:
         realm: Optional[str] = None,
         clock: Callable[[], float] = time.time,
         renewer: Callable[[bytes], bytes] = ccache.renew,
-        renew_fraction: float = 0.5,
-        renew_margin: int = 300,
-        retry_min: float = 30.0,
-        retry_max: float = 600.0,
+        policy: RenewalPolicy = RenewalPolicy(),
         cred_uid: int = 0,
         cc_uid: int = 0,
         cc_gid: int = 0,
@@ -123,10 +84,7 @@ class KerberosCredmon:
         self.realm = realm
         self.clock = clock
         self.renewer = renewer
-        self.renew_fraction = renew_fraction
-        self.renew_margin = renew_margin
-        self.retry_min = retry_min
-        self.retry_max = retry_max
+        self.policy = policy
         self.cred_uid = cred_uid
         self.cc_uid = cc_uid
         self.cc_gid = cc_gid
@@ -137,7 +95,7 @@ class KerberosCredmon:
     # -- directory housekeeping -------------------------------------------------
 
     def _open_dir(self) -> int:
-        return os.open(self.cred_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return privfile.open_dir(self.cred_dir, follow_symlinks=True)  # configured path
 
     def write_pid(self, pid: Optional[int] = None) -> None:
         dfd = self._open_dir()
@@ -169,7 +127,7 @@ class KerberosCredmon:
         for name in os.listdir(self.cred_dir):
             if name.endswith(".cred"):
                 user = name[: -len(".cred")]
-                if _USER_RE.match(user):
+                if USER_NAME_RE.match(user):
                     out.append(user)
         return sorted(out)
 
@@ -185,7 +143,7 @@ class KerberosCredmon:
             except Exception:  # noqa: BLE001 - one user's problem must not stop the pass
                 log.exception("%s: unexpected error", user)
                 result[user] = UserStatus(user=user, error="internal error",
-                                          next_action=self.clock() + self.retry_min)
+                                          next_action=self.clock() + self.policy.retry_min)
         for gone in set(self._retry) - set(users):
             del self._retry[gone]
         self.status = result
@@ -196,16 +154,14 @@ class KerberosCredmon:
         times = [s.next_action for s in self.status.values() if s.next_action is not None]
         return min(times) if times else None
 
-    def _read(self, dfd: int, name: str) -> tuple[bytes, os.stat_result]:
-        return ccache.read_private(name, expected_uid=self.cred_uid, dir_fd=dfd)
-
-    def _read_cc(self, dfd: int, name: str) -> Optional[bytes]:
+    def _read_cc(self, dfd: int, name: str) -> tuple[Optional[bytes], Optional[ccache.CCache]]:
         try:
-            return ccache.read_private_file(name, expected_uid=self.cc_uid, dir_fd=dfd)
+            data, cc, _ = ccache.read_ccache(name, expected_uid=self.cc_uid, dir_fd=dfd)
+            return data, cc
         except Refusal as exc:
             if exc.code != "not_found":
                 log.warning("%s: existing %s not usable (%s); rewriting", name, name, exc.code)
-            return None
+            return None, None
 
     def _touch_if_older(self, dfd: int, cc_name: str, cred_name: str) -> None:
         """The credd re-stored an identical (or older) ticket: .cc stays as it is, but its mtime
@@ -230,10 +186,10 @@ class KerberosCredmon:
         try:
             cred_name, cc_name = f"{user}.cred", f"{user}.cc"
             try:
-                cred_data, cred_st = self._read(dfd, cred_name)
-                cred = ccache.parse(cred_data)
-            except (Refusal, CCacheError) as exc:
-                status.error = f"{cred_name}: {getattr(exc, 'code', 'malformed')}: {exc}"
+                cred_data, cred, cred_st = ccache.read_ccache(
+                    cred_name, expected_uid=self.cred_uid, dir_fd=dfd)
+            except Refusal as exc:
+                status.error = f"{cred_name}: {exc.code}: {exc.message}"
                 log.warning("%s", status.error)
                 return status
             if self.realm and str(cred.principal) != f"{user}@{self.realm}":
@@ -254,13 +210,9 @@ class KerberosCredmon:
 
             # The newer of .cred and .cc (same principal) is the one to keep.
             best_data, best = cred_data, cred
-            cc_data = self._read_cc(dfd, cc_name)
-            if cc_data is not None:
-                try:
-                    cc = ccache.parse(cc_data)
-                except CCacheError:
-                    cc = None
-                if cc is not None and cc.principal == cred.principal and cc.tgt is not None:
+            cc_data, cc = self._read_cc(dfd, cc_name)
+            if cc is not None:
+                if cc.principal == cred.principal and cc.tgt is not None:
                     key = lambda c: (c.tgt.authtime, c.tgt.endtime)  # noqa: E731
                     if key(cc) > key(cred):
                         best_data, best = cc_data, cc
@@ -274,25 +226,23 @@ class KerberosCredmon:
                 log.warning("%s: ticket of %s expired; waiting for a new one", user, best.principal)
                 return status
 
-            at = ccache.renew_at(tgt, fraction=self.renew_fraction, margin=self.renew_margin)
+            at = self.policy.renew_at(tgt)
             failures, not_before = self._retry.get(user, (0, 0.0))
             if at is not None and now >= at and now >= not_before:
                 try:
-                    new_data = self.renewer(best_data)
-                    new = ccache.parse(new_data)
-                    if new.principal != best.principal or new.tgt is None:
-                        raise ccache.RenewError("renewal returned another principal")
+                    new_data, new = renewal.renew_checked(self.renewer, best_data,
+                                                          str(best.principal))
                 except Exception as exc:  # noqa: BLE001 - KDC down etc.: retry later
-                    failures += 1
-                    delay = ccache.retry_delay(failures, self.retry_min, self.retry_max)
-                    self._retry[user] = (failures, now + delay)
+                    failures, retry_at = self.policy.after_failure(failures, now)
+                    self._retry[user] = (failures, retry_at)
                     status.error = f"renewal failed: {exc}"
-                    log.warning("%s: %s (retry %d in %ds)", user, status.error, failures, delay)
+                    log.warning("%s: %s (retry %d in %ds)", user, status.error, failures,
+                                retry_at - now)
                 else:
                     self._retry.pop(user, None)
                     best_data, best, tgt = new_data, new, new.tgt
                     status.renewed = True
-                    log.info("%s: renewed, valid until %s", user, _iso(tgt.endtime))
+                    log.info("%s: renewed, valid until %s", user, iso(tgt.endtime))
 
             # .cred first, then .cc: after a pass .cc is never older than .cred, which is how the
             # credential bridge sees (through the credd's query, the .cc mtime) that the credmon
@@ -313,13 +263,13 @@ class KerberosCredmon:
                 atomic_write(dfd, cc_name, best_data, uid=self.cc_uid, gid=self.cc_gid)
                 status.wrote_cc = True
                 log.info("%s: wrote %s (%s, valid until %s)", user, cc_name, best.principal,
-                         _iso(tgt.endtime))
+                         iso(tgt.endtime))
             else:
                 self._touch_if_older(dfd, cc_name, cred_name)
 
             status.valid_until = tgt.endtime
             status.renew_until = tgt.renew_till if tgt.renewable else None
-            nxt = ccache.renew_at(tgt, fraction=self.renew_fraction, margin=self.renew_margin)
+            nxt = self.policy.renew_at(tgt)
             if user in self._retry:
                 nxt = self._retry[user][1]
             status.next_action = min(x for x in (nxt, tgt.endtime) if x is not None)
@@ -352,10 +302,4 @@ class KerberosCredmon:
             return
 
 
-def _iso(ts: Optional[float]) -> str:
-    if ts is None:
-        return "-"
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-__all__ = ["KerberosCredmon", "UserStatus", "atomic_write", "COMPLETE", "PID_FILE"]
+__all__ = ["KerberosCredmon", "UserStatus", "COMPLETE", "PID_FILE"]

@@ -15,6 +15,8 @@ import os
 import sys
 from typing import Optional
 
+from appliance import renewal
+
 from . import KerberosCredmon
 
 
@@ -58,10 +60,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "SEC_CREDENTIAL_DIRECTORY_KRB")
     ap.add_argument("--realm", default=env("CREDMON_KRB_REALM"),
                     help="if set, <user>.cred must hold user@REALM [CREDMON_KRB_REALM]")
-    ap.add_argument("--renew-fraction", type=float, default=float(env("CREDMON_KRB_RENEW_FRACTION", "0.5")))
-    ap.add_argument("--renew-margin", type=int, default=int(env("CREDMON_KRB_RENEW_MARGIN", "300")))
-    ap.add_argument("--retry-min", type=float, default=float(env("CREDMON_KRB_RETRY_MIN", "30")))
-    ap.add_argument("--retry-max", type=float, default=float(env("CREDMON_KRB_RETRY_MAX", "600")))
+    renewal.add_arguments(ap, "CREDMON_KRB_")
     ap.add_argument("--max-sleep", type=float, default=float(env("CREDMON_KRB_MAX_SLEEP", "60")),
                     help="rescan at least this often (seconds)")
     ap.add_argument("--once", action="store_true", help="one pass, then exit")
@@ -70,6 +69,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="append the log to this file instead of stderr (condor_master sends a "
                     "daemon's stderr to /dev/null) [CREDMON_KRB_LOG_FILE]")
     args, unknown = ap.parse_known_args(argv)
+    try:
+        policy = renewal.from_args(args)
+    except ValueError as exc:
+        ap.error(str(exc))
 
     if args.log_file:
         handler: logging.Handler = logging.handlers.WatchedFileHandler(args.log_file)
@@ -91,10 +94,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     credmon = KerberosCredmon(
         cred_dir,
         realm=args.realm,
-        renew_fraction=args.renew_fraction,
-        renew_margin=args.renew_margin,
-        retry_min=args.retry_min,
-        retry_max=args.retry_max,
+        policy=policy,
     )
     if args.once:
         credmon.write_pid()

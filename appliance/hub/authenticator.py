@@ -21,6 +21,8 @@ import time
 from jupyterhub.auth import Authenticator
 from traitlets import Float, Unicode, default
 
+from .bridge import CredentialBridge, no_ccache_result
+
 PAM_ESTABLISH_CRED = 2
 
 
@@ -63,25 +65,21 @@ class KerberosPAMAuthenticator(Authenticator):
     """PAM login that keeps the user's Kerberos ticket cache (see module doc)."""
 
     service = Unicode("jupyterhub", help="PAM service name (/etc/pam.d/<service>).").tag(config=True)
-    bridge_socket = Unicode(
-        "/run/appliance/bridge.sock",
-        help="Unix socket of the credential bridge (appliance.credd_bridge) that takes the login's "
-        "ticket cache and stores it in the HTCondor credd. Empty: do not hand caches over.",
-    ).tag(config=True)
-    bridge_timeout = Float(
-        15.0, help="Seconds the login waits for the bridge to store the ticket (the login succeeds "
-        "either way; the home page shows the credential state)."
-    ).tag(config=True)
     credential_warn_seconds = Float(
-        86400.0,
+        86400.0, min=0,
         help="The home page warns when the ticket's renewable lifetime ends within this many "
         "seconds (the user must log in again before then to keep notebooks supplied).",
     ).tag(config=True)
     failure_floor_seconds = Float(
-        1.0,
+        1.0, min=0, max=30,
         help="Every failed login takes at least this long, so unknown users and wrong passwords "
         "are indistinguishable by timing.",
     ).tag(config=True)
+
+    # What the login logic runs on; tests replace them on an instance (not settings).
+    pam_login = staticmethod(pam_login)
+    monotonic = staticmethod(time.monotonic)
+    sleep = staticmethod(asyncio.sleep)
 
     @default("enable_auth_state")
     def _default_enable_auth_state(self):
@@ -90,7 +88,7 @@ class KerberosPAMAuthenticator(Authenticator):
     async def authenticate(self, handler, data):
         username = (data or {}).get("username", "")
         password = (data or {}).get("password", "")
-        start = time.monotonic()
+        start = self.monotonic()
         ok, ccache, reason = False, None, "invalid input"
         if (
             isinstance(username, str)
@@ -102,19 +100,18 @@ class KerberosPAMAuthenticator(Authenticator):
             and len(password) <= 1024
         ):
             username = self.normalize_username(username)
-            ok, ccache, reason = await asyncio.to_thread(pam_login, self.service, username, password)
+            ok, ccache, reason = await asyncio.to_thread(
+                self.pam_login, self.service, username, password)
         if not ok:
             self.log.warning("Login failed for %r: %s", username[:64] if isinstance(username, str) else "?", reason)
-            left = self.failure_floor_seconds - (time.monotonic() - start)
+            left = self.failure_floor_seconds - (self.monotonic() - start)
             if left > 0:
-                await asyncio.sleep(left)
+                await self.sleep(left)
             return None
         path = ccache_file(ccache)
         if path is None:
             self.log.warning("Login of %s produced no FILE ticket cache (KRB5CCNAME=%r)", username, ccache)
-        credential = await self.hand_over(username, path) if path else {
-            "ok": False, "error": "no_ccache",
-            "message": "the login produced no FILE ticket cache (check pam_krb5's ccache= option)"}
+        credential = await self.hand_over(username, path) if path else no_ccache_result()
         principal = credential.get("principal")
         return {
             "name": username,
@@ -122,36 +119,10 @@ class KerberosPAMAuthenticator(Authenticator):
                            "credential": credential},
         }
 
-    async def hand_over(self, username: str, path: str) -> dict:
+    async def hand_over(self, username: str, path: str | None) -> dict:
         """Give the login's ticket cache to the credential bridge; never fails the login.
-
-        Returns what goes into auth_state["credential"]: ``{"ok", "error", "message",
-        "seconds"}``. A refusal or an unreachable bridge is logged and shown on the home page;
-        a spawn then asks the bridge again and fails with "log in again" if nothing usable is
-        stored.
-        """
-        if not self.bridge_socket:
-            return {"ok": False, "error": "disabled", "message": "no credential bridge configured"}
-        from ..credd_bridge.client import BridgeClient, BridgeError, BridgeRefused
-
-        t0 = time.monotonic()
-        out: dict = {"ok": False, "error": None, "message": None}
-        try:
-            state = await BridgeClient(self.bridge_socket, timeout=self.bridge_timeout).store(
-                username, path)
-            out.update(ok=True, state=state.get("state"), principal=state.get("principal"))
-        except BridgeRefused as e:
-            out.update(error=e.code, message=e.message)
-        except BridgeError as e:
-            out.update(error=e.code, message=e.message)
-        out["seconds"] = round(time.monotonic() - t0, 3)
-        if out["ok"]:
-            self.log.info("Kerberos ticket of %s stored in the credd in %.3f s", username,
-                          out["seconds"])
-        else:
-            self.log.warning("Kerberos ticket of %s not stored (%s: %s) after %.3f s", username,
-                             out["error"], out["message"], out["seconds"])
-        return out
+        Returns auth_state["credential"] (see appliance.hub.bridge.CredentialBridge.hand_over)."""
+        return await CredentialBridge(parent=self).hand_over(username, path)
 
     async def pre_spawn_start(self, user, spawner):
         """Give the spawner the login's ticket cache."""

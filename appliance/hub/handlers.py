@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
+from ..options import json_schema
+from .spawner import BatchSpawner
 
-class PortReportHandler(APIHandler):
+
+class _APIHandler(APIHandler):
+    def get_login_url(self):
+        # tornado's @web.authenticated would redirect a GET to the login page: an API says 403.
+        raise web.HTTPError(403, "a token or login is required")
+
+
+class PortReportHandler(_APIHandler):
     @web.authenticated
     async def post(self):
         token = self.get_auth_token()
@@ -53,14 +63,11 @@ class PortReportHandler(APIHandler):
         raise web.HTTPError(403, "token does not belong to a starting server")
 
 
-class OptionsSchemaHandler(APIHandler):
+class OptionsSchemaHandler(_APIHandler):
     """``GET /hub/api/batch/options-schema``: the JSON schema of user_options (for API docs)."""
 
     @web.authenticated
     async def get(self):
-        from ..options import json_schema
-        from .spawner import BatchSpawner
-
         spawner = BatchSpawner(config=self.settings["config"], user=None)
         self.write(json.dumps(json_schema(spawner.bounds())))
 
@@ -102,42 +109,37 @@ def credential_view(state: dict | None, login: dict | None, now: float,
 
 
 def _utc(ts: float) -> str:
-    import time
-
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
-class CredentialHandler(APIHandler):
+class CredentialHandler(_APIHandler):
     """``GET /hub/api/batch/credential``: the CURRENT user's Kerberos credential state (principal,
     valid until, renewable until, last forwarded, warnings), from the credential bridge. There is
     no parameter: nobody can ask for another user's state, and no ticket data is ever returned."""
 
     @web.authenticated
     async def get(self):
-        import time
-
-        from ..credd_bridge.client import BridgeClient, BridgeError
+        from .bridge import CredentialBridge, CredentialUnavailable
 
         user = self.current_user
         if user is None or not hasattr(user, "spawners"):
             raise web.HTTPError(403, "only users have a credential")
         auth = self.authenticator
-        sock = getattr(auth, "bridge_socket", "/run/appliance/bridge.sock")
         state, bridge_error = None, None
         try:
-            state = await BridgeClient(sock, timeout=5).state(user.name)
-        except BridgeError as e:
-            bridge_error = e.message
+            state = await CredentialBridge(parent=auth).state(user.name)
+        except CredentialUnavailable as e:
+            bridge_error = e
         try:
             auth_state = await user.get_auth_state() or {}
         except Exception:  # pragma: no cover - no crypt key: no auth state
             auth_state = {}
         view = credential_view(state, auth_state.get("credential"), time.time(),
-                               float(getattr(auth, "credential_warn_seconds", 86400)))
+                               auth.credential_warn_seconds)
         view["user"] = user.name
         if bridge_error:
-            view["bridge_error"] = bridge_error
-            view["warning"] = f"The credential service is not reachable ({bridge_error})."
+            view["bridge_error"] = bridge_error.detail
+            view["warning"] = bridge_error.message
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps(view))
 

@@ -7,7 +7,9 @@ it can override anything here). See docs/admin.md.
 import os
 import socket
 
+import appliance.hub as _hub_pkg
 from appliance.hub.handlers import default_handlers
+from appliance.hub.spawner import BatchSpawner
 
 c = get_config()  # noqa: F821  (provided by JupyterHub)
 
@@ -34,9 +36,8 @@ c.JupyterHub.last_activity_interval = 30
 c.JupyterHub.extra_handlers = list(default_handlers)
 c.JupyterHub.allow_named_servers = False
 c.JupyterHub.template_vars = {"appliance": True}
-# The home page adds the user's Kerberos credential state (templates/home.html extends the stock one).
-import appliance.hub as _hub_pkg  # noqa: E402
-
+# The home page adds the user's Kerberos credential state (templates/home.html extends the stock
+# one); templates/spawn_form.html is the spawn form. A site's own templates go first (docs/admin.md).
 c.JupyterHub.template_paths = [os.path.join(os.path.dirname(_hub_pkg.__file__), "templates")]
 
 # --- login ---------------------------------------------------------------------------------
@@ -48,7 +49,18 @@ c.Authenticator.admin_users = set(filter(None, os.environ.get("APPLIANCE_ADMIN_U
 c.BatchSpawner.default_backend = "htcondor"
 c.Spawner.cmd = ["jupyterhub-singleuser"]
 
+# --- fragments shipped with the appliance (appliance/hub/config/*.py, e.g. operations: database URL
+# from its secret, the metrics reader, the reservation service, metric collectors) ---------------
+import glob  # noqa: E402
+
+for _fragment in sorted(glob.glob(os.path.join(os.path.dirname(_hub_pkg.__file__), "config", "*.py"))):
+    load_subconfig(_fragment)  # noqa: F821
+
 # --- site overrides ------------------------------------------------------------------------
 _site = os.environ.get("APPLIANCE_CONFIG", "/etc/appliance/appliance_config.py")
 if os.path.exists(_site):
     load_subconfig(_site)  # noqa: F821
+
+# Settings that can be wrong (port_range, bounds, default_backend, ...) fail here, at hub start,
+# naming the setting, instead of at the first spawn.
+BatchSpawner(config=c)

@@ -2,7 +2,8 @@
 
 The spawner owns the JupyterHub side (options, env, state, progress, the port report); everything
 scheduler-specific sits behind ``appliance.hub.scheduler.base.Scheduler``. Status comes from one
-shared :class:`~appliance.hub.scheduler.base.JobWatcher` per backend, never one query per user.
+shared ``JobWatcher`` per backend (``appliance.hub.registry``), never one query per user; a
+submitted job is followed by ``appliance.hub.job.NotebookJob``.
 
 Lifecycle of ``start()``:
 1. options were validated by ``apply_user_options`` (HTTP 400 naming the field on bad input);
@@ -17,74 +18,30 @@ Lifecycle of ``start()``:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
+import posixpath
 import pwd
-import re
 import time
 import uuid
 from typing import Any, Optional
 
 from jupyterhub.spawner import Spawner
 from tornado import web
-from traitlets import Dict, Float, Instance, Integer, List, Tuple, Unicode, default
-from traitlets.utils.importstring import import_item
+from traitlets import Dict, Float, Instance, Integer, List, TraitError, Tuple, Unicode, default, validate
 
-from ..options import Bounds, OptionsError, UserOptions, validate_options
-from .scheduler.base import (
-    DONE,
-    HELD,
-    PENDING,
-    RUNNING,
-    JobStatus,
-    JobWatcher,
-    Scheduler,
-    SubmitError,
-    SubmitRequest,
-)
+from ..options import DEFAULT_RESERVED_ENV, Bounds, OptionsError, UserOptions, validate_options
+from . import metrics
+from .bridge import CredentialBridge, CredentialUnavailable
+from .form import form_context, options_from_form, render_form
+from .job import NotebookJob, SpawnError, Waits
+from .registry import Registry, hub_registry
+from .scheduler.base import DONE, HELD, Scheduler, SubmitError
+from .submission import helper_argv, helper_request, run_submit_helper, submit_request
 
-# One scheduler instance and one watcher per backend for the whole hub process.
-_SCHEDULERS: dict[str, Scheduler] = {}
-_WATCHERS: dict[str, JobWatcher] = {}
+_BOUNDS = Bounds()  # the validator's defaults (appliance.options), written there once
+PORT_MIN, PORT_MAX = 1024, 65535
 
 
-class SpawnError(Exception):
-    """A spawn failed for a reason the user must see (JupyterHub shows the message)."""
-
-    jupyterhub_message = None
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.jupyterhub_message = message
-
-
-def _fmt_time(ts) -> str:
-    if not ts:
-        return "?"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
-
-
-def get_scheduler(name: str, spawner: "BatchSpawner") -> Scheduler:
-    sched = _SCHEDULERS.get(name)
-    if sched is None:
-        cls = spawner.scheduler_classes.get(name)
-        if cls is None:
-            raise OptionsError("backend", f"{name!r} is not enabled on this hub")
-        if isinstance(cls, str):
-            cls = import_item(cls)
-        sched = cls(config=spawner.config, log=spawner.log)
-        sched.helper_command = list(spawner.submit_helper_command)
-        _SCHEDULERS[name] = sched
-    return sched
-
-
-def get_watcher(name: str, spawner: "BatchSpawner") -> JobWatcher:
-    w = _WATCHERS.get(name)
-    if w is None:
-        w = JobWatcher(get_scheduler(name, spawner), log=spawner.log)
-        _WATCHERS[name] = w
-    w.start()
-    return w
 
 
 class BatchSpawner(Spawner):
@@ -98,56 +55,79 @@ class BatchSpawner(Spawner):
         help="Backend name -> Scheduler class (or import string). Remove a key to disable it.",
     ).tag(config=True)
     default_backend = Unicode(
-        "", help="Backend used when a request names none ('' = the request must name one)."
-    ).tag(config=True)
-    max_cpus = Integer(8, help="Upper bound for the 'cpus' option.").tag(config=True)
-    max_memory_gb = Float(32.0, help="Upper bound for 'memory_gb'.").tag(config=True)
-    max_gpus = Integer(0, help="Upper bound for 'gpus' (0: GPUs not offered).").tag(config=True)
-    max_runtime_hours = Float(168.0, help="Upper bound for 'runtime_hours'.").tag(config=True)
-    default_runtime_hours = Float(
-        8.0, help="Runtime when the request names none and the backend has no better default."
-    ).tag(config=True)
-    reserved_env = List(
-        Unicode(),
-        default_value=[
-            "PATH", "LD_*", "PYTHON*", "JUPYTER*", "JUPYTERHUB_*", "KRB5*", "HOME", "USER",
-            "LOGNAME", "SHELL", "_CONDOR_*", "SLURM_*", "BASH_ENV", "ENV", "IFS",
-        ],
-        help="Environment variable names (glob patterns) users may not set.",
-    ).tag(config=True)
-    port_range = Tuple(
-        Integer(), Integer(), default_value=(40000, 41000),
-        help="Ports the node launcher may pick from (inclusive).",
+        "", help="Backend (one of scheduler_classes) used when a request names none; "
+        "'' = the request must name one.",
     ).tag(config=True)
     submit_helper_command = List(
-        Unicode(),
+        Unicode(), minlen=1,
         default_value=["sudo", "-n", "-u", "{username}", "/opt/jupyterhub/bin/appliance-submit"],
         help="Command that runs the submit helper as the user; '{username}' is replaced.",
     ).tag(config=True)
     job_dir = Unicode(
         ".jupyterhub-batch",
-        help="Directory (relative to the user's home) for job env files and job output.",
+        help="Directory inside the user's home (relative to it) for job env files and job output.",
     ).tag(config=True)
+    port_range = Tuple(
+        Integer(), Integer(), default_value=(40000, 41000),
+        help=f"Ports the node launcher may pick from (low, high; inclusive, within "
+        f"{PORT_MIN}-{PORT_MAX}). The hub accepts a port report only inside this range.",
+    ).tag(config=True)
+
+    max_cpus = Integer(_BOUNDS.max_cpus, min=1, help="Upper bound for 'cpus'.").tag(config=True)
+    max_memory_gb = Float(
+        _BOUNDS.max_memory_gb, min=0.5, help="Upper bound for 'memory_gb' (GiB, >= 0.5)."
+    ).tag(config=True)
+    max_gpus = Integer(
+        _BOUNDS.max_gpus, min=0, help="Upper bound for 'gpus' (0: GPUs not offered)."
+    ).tag(config=True)
+    max_runtime_hours = Float(
+        _BOUNDS.max_runtime_hours, min=0.25, help="Upper bound for 'runtime_hours' (>= 0.25)."
+    ).tag(config=True)
+    default_runtime_hours = Float(
+        _BOUNDS.default_runtime_hours, min=0.25,
+        help="Runtime when the request names none and the backend has no better default "
+        "(<= max_runtime_hours).",
+    ).tag(config=True)
+    reserved_env = List(
+        Unicode(), default_value=list(DEFAULT_RESERVED_ENV),
+        help="Environment variable names (glob patterns) users may not set.",
+    ).tag(config=True)
+
     require_credential = List(
         Unicode(), default_value=["htcondor"],
         help="Backends that need the user's Kerberos ticket (submission and job) through the "
         "credential bridge.",
     ).tag(config=True)
-    bridge_socket = Unicode(
-        "/run/appliance/bridge.sock", help="Unix socket of the credential bridge."
-    ).tag(config=True)
-    bridge_timeout = Float(
-        15.0, help="Seconds to wait for the bridge to re-store the ticket before a spawn."
-    ).tag(config=True)
     credential_min_valid = Float(
-        60.0,
+        60.0, min=0, max=86400,
         help="A spawn needs a stored ticket valid for at least this many more seconds "
         "(otherwise: 'log in again').",
     ).tag(config=True)
 
     listen_poll_interval = Float(
-        0.05, help="Seconds between the spawner's cheap TCP probes of a starting server."
+        0.05, min=0.001, max=5,
+        help="Seconds between the spawner's cheap TCP probes of a starting server.",
     ).tag(config=True)
+    check_interval = Float(
+        1.0, min=0.01, max=60,
+        help="Seconds between checks that a starting job still exists while waiting for its port "
+        "report and for its server to listen (also the longest single TCP probe).",
+    ).tag(config=True)
+    status_timeout = Float(
+        5.0, min=0.1, max=300,
+        help="Longest wait for one new answer of the shared status query (while a job is queued, "
+        "and in stop()).",
+    ).tag(config=True)
+    stop_timeout = Float(
+        15.0, min=0, max=600,
+        help="stop() waits at most this long, after removing the job, until the scheduler no longer "
+        "lists it as active (0: do not wait).",
+    ).tag(config=True)
+
+    registry = Instance(
+        Registry, help="Not a setting: the hub's schedulers and watchers, shared by its spawners "
+        "(appliance.hub.registry; made from scheduler_classes on first use).",
+    )
 
     # Runtime state
     job_id = Unicode("")
@@ -155,6 +135,50 @@ class BatchSpawner(Spawner):
     job_host = Unicode("")
     ccache = Unicode(None, allow_none=True)
     env_path = Unicode("")
+
+    @validate("port_range")
+    def _check_port_range(self, proposal):
+        lo, hi = proposal["value"]
+        if not PORT_MIN <= lo <= hi <= PORT_MAX:
+            raise TraitError(f"BatchSpawner.port_range: ({lo}, {hi}) must be (low, high) with "
+                             f"{PORT_MIN} <= low <= high <= {PORT_MAX}")
+        return proposal["value"]
+
+    @validate("scheduler_classes", "default_backend")
+    def _check_backends(self, proposal):
+        classes = proposal["value"] if proposal["trait"].name == "scheduler_classes" \
+            else self.scheduler_classes
+        default = proposal["value"] if proposal["trait"].name == "default_backend" \
+            else self.default_backend
+        if not classes:
+            raise TraitError("BatchSpawner.scheduler_classes: at least one backend must be enabled")
+        if default and default not in classes:
+            raise TraitError(f"BatchSpawner.default_backend: {default!r} is not one of "
+                             f"scheduler_classes ({', '.join(classes)})")
+        return proposal["value"]
+
+    @validate("default_runtime_hours", "max_runtime_hours")
+    def _check_runtimes(self, proposal):
+        value, name = proposal["value"], proposal["trait"].name
+        default = value if name == "default_runtime_hours" else self.default_runtime_hours
+        maximum = value if name == "max_runtime_hours" else self.max_runtime_hours
+        if default > maximum:
+            raise TraitError(f"BatchSpawner.default_runtime_hours ({default:g}) is above "
+                             f"max_runtime_hours ({maximum:g})")
+        return value
+
+    @validate("job_dir")
+    def _check_job_dir(self, proposal):
+        path = proposal["value"]
+        if not path or path.startswith("/") or posixpath.normpath(path).split("/")[0] == "..":
+            raise TraitError(f"BatchSpawner.job_dir: {path!r} must be a path inside the home "
+                             "directory, relative to it")
+        return path
+
+    @default("registry")
+    def _default_registry(self):
+        return hub_registry(self.user.settings, self.scheduler_classes, config=self.config,
+                            log=self.log)
 
     @default("env_keep")
     def _default_env_keep(self):
@@ -179,13 +203,16 @@ class BatchSpawner(Spawner):
 
     @default("options_form")
     def _default_options_form(self):
-        from .form import render_form
+        return BatchSpawner._render_options_form
 
-        return render_form
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        return options_from_form
 
     def __init__(self, **kw):
         super().__init__(**kw)
         self._port_event = asyncio.Event()
+        self._timer: Optional[metrics.SpawnTimer] = None  # the current spawn's (metrics)
         self._reported_port: Optional[int] = None
         self._events: list[dict] = []
         self._events_changed = asyncio.Event()
@@ -208,16 +235,28 @@ class BatchSpawner(Spawner):
     async def _apply_options(spawner: "BatchSpawner", user_options: dict) -> None:
         try:
             opts = validate_options(user_options, spawner.bounds())
-            sched = get_scheduler(opts.backend, spawner)
+            sched = spawner.registry.scheduler(opts.backend)
             await sched.check_request(spawner.user.name, opts)
         except OptionsError as e:
+            backend = (user_options or {}).get("backend") or spawner.default_backend or "unknown"
+            metrics.record_refused(str(backend), e.field)
             raise web.HTTPError(400, str(e)) from None
         spawner.options = opts
 
-    def options_from_form(self, formdata: dict) -> dict:
-        from .form import options_from_form
-
-        return options_from_form(formdata)
+    @staticmethod
+    async def _render_options_form(spawner: "BatchSpawner") -> str:
+        """The spawn page form (templates/spawn_form.html, overridable via template_paths)."""
+        bounds = spawner.bounds()
+        slurm = None
+        if "slurm" in bounds.backends:
+            try:
+                slurm = await spawner.registry.scheduler("slurm").describe_resources(
+                    spawner.user.name)
+            except Exception as e:  # the form must still render; the message tells why
+                spawner.log.warning("Slurm resources unavailable: %s", e)
+                slurm = {"error": str(e)}
+        template_paths = spawner.user.settings.get("template_path") or ()
+        return render_form(form_context(bounds, slurm), template_paths)
 
     # ---------------------------------------------------------------- state
     def get_state(self):
@@ -258,7 +297,7 @@ class BatchSpawner(Spawner):
                 break
             self._events_changed.clear()
             try:
-                await asyncio.wait_for(self._events_changed.wait(), timeout=1)
+                await asyncio.wait_for(self._events_changed.wait(), timeout=self.check_interval)
             except asyncio.TimeoutError:
                 pass
 
@@ -274,185 +313,115 @@ class BatchSpawner(Spawner):
         opts = self.options
         if opts is not None:
             env.update(opts.env)
-            if opts.interface == "notebook":
-                env["JUPYTERHUB_DEFAULT_URL"] = "/tree"
-            else:
-                env["JUPYTERHUB_DEFAULT_URL"] = "/lab"
+            env["JUPYTERHUB_DEFAULT_URL"] = "/tree" if opts.interface == "notebook" else "/lab"
         return {k: str(v) for k, v in env.items() if v is not None}
 
-    async def _run_helper(self, payload: dict) -> dict:
-        cmd = [a.replace("{username}", self.user.name) for a in self.submit_helper_command]
-        proc = await asyncio.create_subprocess_exec(
-            *cmd,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
-        )
-        out, err = await proc.communicate(json.dumps(payload).encode())
-        try:
-            answer = json.loads(out.decode() or "{}")
-        except ValueError:
-            answer = {}
-        if proc.returncode != 0 or "job_id" not in answer:
-            msg = answer.get("error") or err.decode(errors="replace").strip()[-500:] or "no answer"
-            raise SubmitError(msg)
-        return answer
-
     async def start(self):
-        opts = self.options
-        if opts is None:  # e.g. a start without apply_user_options (should not happen)
+        if self.options is None:  # e.g. a start without apply_user_options (should not happen)
             await self._apply_options(self, self.user_options or {})
-            opts = self.options
+        opts = self.options
         self._events = []
         self._port_event.clear()
         self._reported_port = None
-        sched = get_scheduler(opts.backend, self)
-        watcher = get_watcher(opts.backend, self)
+        sched = self.registry.scheduler(opts.backend)
+        watcher = self.registry.watcher(opts.backend)
+        timer = self._timer = metrics.SpawnTimer(opts.backend, metrics.spawn_lane(sched, opts))
+        try:
+            url = await self._start_job(sched, watcher, opts, timer)
+        except asyncio.CancelledError:
+            timer.finish("cancelled")
+            raise
+        except Exception:
+            st = watcher.jobs.get(self.job_id) if self.job_id else None
+            if st is not None and st.state == HELD:
+                timer.finish("held", cause="held")
+            else:
+                timer.finish("failed")
+            raise
+        timer.finish("started")
+        return url
+
+    async def _start_job(self, sched: Scheduler, watcher, opts: UserOptions,
+                         timer: metrics.SpawnTimer) -> str:
+        submitted = await self._submit(sched, opts, timer)
+        job = self._job(sched, watcher)
+        with watcher.hurry():
+            with timer.phase("queue"):
+                try:
+                    host = await job.running_host(submitted)
+                except Exception:
+                    st = watcher.jobs.get(self.job_id)
+                    timer.pending_result("held" if st is not None and st.state == HELD else "gone")
+                    raise
+                timer.pending_result("running")
+            self.job_host = host
+            await self._save()
+            self._emit(f"Job {self.job_id} running on {host}; starting Jupyter", 60)
+            with timer.phase("server_start"):
+                await job.while_alive(self._port_event)
+            port = self._reported_port
+            self._emit(f"Jupyter starting on {host}:{port}", 70)
+            with timer.phase("probe"):
+                await job.listening(host, port, timeout=self.http_timeout)
+        self._emit(f"Jupyter listening on {host}:{port}", 90)
+        return f"http://{host}:{port}"
+
+    def _job(self, sched: Scheduler, watcher) -> NotebookJob:
+        waits = Waits(check_interval=self.check_interval, status_timeout=self.status_timeout,
+                      listen_poll_interval=self.listen_poll_interval)
+        return NotebookJob(self.job_id, self.backend, sched, watcher, job_dir=self.job_dir,
+                           waits=waits, emit=self._emit, log=self.log)
+
+    async def _submit(self, sched: Scheduler, opts: UserOptions,
+                      timer: metrics.SpawnTimer) -> float:
+        """Submit as the user; returns the monotonic time after which any status query started
+        lists the job (if it still exists)."""
         try:
             pw = pwd.getpwnam(self.user.name)
         except KeyError:
-            raise SpawnError(f"User {self.user.name} has no account on this system.")
-
+            raise SpawnError(f"User {self.user.name} has no account on this system.") from None
         submit_ccache = None
         if opts.backend in self.require_credential:
             self._emit("Forwarding your Kerberos ticket", 5)
-            submit_ccache = await self._forward_credential()
-
-        name = f"jupyterhub-{self.user.name}-{self.name or 'default'}-{uuid.uuid4().hex[:8]}"
-        env_path = os.path.join(pw.pw_dir, self.job_dir, name + ".json")
+            with timer.phase("credential"):
+                submit_ccache = await self._forward_credential()
         runtime = sched.runtime_seconds(self.user.name, opts, self.default_runtime_hours)
-        request = SubmitRequest(
-            user=self.user.name,
-            uid=pw.pw_uid,
-            home=pw.pw_dir,
-            options=opts,
-            job_name=name,
-            env_file=env_path,
-            port_range=tuple(self.port_range),
-            ccache=submit_ccache,
-            runtime_seconds=runtime,
-        )
+        request = submit_request(pw, self.name, uuid.uuid4().hex[:8], job_dir=self.job_dir,
+                                 options=opts, port_range=self.port_range, ccache=submit_ccache,
+                                 runtime_seconds=runtime)
         self.backend = opts.backend
-        self.env_path = env_path
+        self.env_path = request.env_file
         self._emit(f"Submitting to {opts.backend}", 10)
-        payload = {
-            "backend": opts.backend,
-            "ccache": submit_ccache,
-            "env_path": env_path,
-            "env": self._job_env(),
-            "submit": sched.build_submit(request),
-        }
+        payload = helper_request(request, self._job_env(), sched.build_submit(request))
         try:
-            answer = await self._run_helper(payload)
+            with timer.phase("submit"):
+                answer = await run_submit_helper(
+                    helper_argv(self.submit_helper_command, self.user.name), payload)
         except SubmitError as e:
-            raise SpawnError(f"Submission to {opts.backend} failed: {e}")
+            raise SpawnError(f"Submission to {opts.backend} failed: {e}") from None
         finally:
             if submit_ccache:
                 try:
                     os.unlink(submit_ccache)
                 except OSError:
                     pass
-        # Any query that starts from now on must list the job (if it still exists).
         t_submit = time.monotonic()
         self.job_id = answer["job_id"]
         self.job_host = ""
         self._emit(f"Job {self.job_id} submitted", 20)
         await self._save()
-
-        with watcher.hurry():
-            host = await self._wait_running(watcher, sched, t_submit)
-            self.job_host = host
-            await self._save()
-            self._emit(f"Job {self.job_id} running on {host}; starting Jupyter", 60)
-            while not self._port_event.is_set():
-                try:
-                    await asyncio.wait_for(self._port_event.wait(), timeout=1)
-                except asyncio.TimeoutError:
-                    st = await watcher.status(self.job_id)
-                    if st is None or st.state in (DONE, HELD):
-                        raise SpawnError(self._ended_message(st))
-            port = self._reported_port
-            self._emit(f"Jupyter starting on {host}:{port}", 70)
-            await self._wait_listening(watcher, host, port)
-        self._emit(f"Jupyter listening on {host}:{port}", 90)
-        return f"http://{host}:{port}"
-
-    async def _wait_listening(self, watcher: JobWatcher, host: str, port: int) -> None:
-        """Return as soon as the server accepts connections (polled every ``listen_poll_interval``).
-
-        JupyterHub's own readiness probe backs off exponentially and cost ~1.3 s (p95 3 s) per
-        spawn in performance/; probing cheaply here first makes its first probe succeed.
-        """
-        deadline = time.monotonic() + self.http_timeout
-        next_job_check = time.monotonic() + 1
-        while time.monotonic() < deadline:
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=1)
-                writer.close()
-                return
-            except (OSError, asyncio.TimeoutError):
-                pass
-            if time.monotonic() > next_job_check:
-                next_job_check = time.monotonic() + 1
-                st = await watcher.status(self.job_id)
-                if st is None or st.state in (DONE, HELD):
-                    raise SpawnError(self._ended_message(st))
-            await asyncio.sleep(self.listen_poll_interval)
-        # Give up quietly: JupyterHub's own probe and http_timeout decide from here.
+        return t_submit
 
     async def _forward_credential(self) -> str:
-        """Have the bridge store the user's current ticket in the credd again (the credd drops
-        credentials of users without jobs; the bridge's copy is the renewed one) and write a copy
-        for this one submission. Returns that file's path (deleted after the submission).
-
-        No usable ticket (none stored, expired, about to expire): fail at once, before anything
-        is submitted, and tell the user to log in again. After a bridge restart (it keeps state in
-        memory only) the login's own ticket cache is handed over again first.
-        """
-        from ..credd_bridge.client import BridgeClient, BridgeError, BridgeRefused
-
-        client = BridgeClient(self.bridge_socket, timeout=self.bridge_timeout)
-        user = self.user.name
-        login_again = "Please log out and log in again to get a new Kerberos ticket."
-        for attempt in (0, 1):
-            try:
-                answer = await client.refresh(
-                    user, write_ccache=True, min_valid=self.credential_min_valid)
-            except BridgeRefused as e:
-                if (e.code == "no_credential" and attempt == 0 and self.ccache
-                        and os.path.exists(self.ccache)):
-                    try:
-                        await client.store(user, self.ccache)
-                        continue
-                    except BridgeRefused as e2:
-                        e = e2
-                    except BridgeError as e2:
-                        raise SpawnError(
-                            f"Your Kerberos ticket could not be stored ({e2.message}). "
-                            "Try again in a minute.") from None
-                what = {
-                    "no_credential": "No Kerberos ticket is stored for you",
-                    "expired": "Your Kerberos ticket has expired or is about to",
-                    "not_renewable": "Your Kerberos ticket is not renewable",
-                    "wrong_principal": "Your ticket cache holds another principal",
-                }.get(e.code, "Your Kerberos ticket cannot be used")
-                self.log.warning("%s: no usable credential for %s: %s (%s)", self._log_name,
-                                 user, e.code, e.message)
-                raise SpawnError(f"{what} ({e.message}). {login_again}") from None
-            except BridgeError as e:
-                self.log.warning("%s: credential bridge failed for %s: %s", self._log_name, user, e)
-                raise SpawnError(
-                    f"Your Kerberos ticket could not be forwarded to the batch system "
-                    f"({e.message}). Try again in a minute.") from None
-            path = answer.get("ccache_path")
-            if not path:
-                raise SpawnError("The credential bridge returned no ticket for the submission.")
-            state = answer.get("state") or {}
-            self._emit(f"Kerberos ticket of {state.get('principal')} forwarded "
-                       f"(valid until {_fmt_time(state.get('valid_until'))})", 8)
-            return path
-        raise SpawnError(f"No Kerberos ticket is stored for you. {login_again}")  # pragma: no cover
+        """The path of a one-time copy of the user's current ticket for this submission
+        (deleted after it); no usable ticket: SpawnError "... log in again" before anything is
+        submitted. See appliance.hub.bridge.CredentialBridge.forward_credential."""
+        try:
+            return await CredentialBridge(parent=self).forward_credential(
+                self.user.name, self.ccache, min_valid=self.credential_min_valid,
+                emit=self._emit)
+        except CredentialUnavailable as e:
+            raise SpawnError(str(e)) from None
 
     async def _save(self):
         try:
@@ -461,52 +430,13 @@ class BatchSpawner(Spawner):
         except Exception:  # pragma: no cover - db handling is JupyterHub's
             self.log.debug("could not save state early", exc_info=True)
 
-    def _ended_message(self, st: Optional[JobStatus]) -> str:
-        where = f" (job output: ~/{self.job_dir}/)"
-        if st is not None and st.state == HELD:
-            return f"Job {self.job_id} was held by {self.backend}: {st.reason}"
-        if st is not None and st.reason:
-            return f"Job {self.job_id} ended before Jupyter started: {st.reason}{where}"
-        return f"Job {self.job_id} ended before Jupyter started{where}"
-
-    async def _wait_running(self, watcher: JobWatcher, sched: Scheduler, t_submit: float) -> str:
-        last_msg = None
-        newer = t_submit
-        while True:
-            st = await watcher.status(self.job_id, newer_than=newer)
-            newer = None
-            if st is None or st.state == DONE:
-                raise SpawnError(self._ended_message(st))
-            if st.state == HELD:
-                await self._cancel_quietly(sched)
-                raise SpawnError(self._ended_message(st))
-            if st.state == RUNNING and st.host:
-                return st.host
-            fatal = sched.fatal_reason(st)
-            if fatal:
-                await self._cancel_quietly(sched)
-                raise SpawnError(fatal)
-            msg = f"Job {self.job_id} waiting in the {sched.name} queue" + (
-                f": {st.reason}" if st.reason else ""
-            )
-            if msg != last_msg:
-                self._emit(msg, 40)
-                last_msg = msg
-            await watcher.wait_update(timeout=5)
-
-    async def _cancel_quietly(self, sched: Scheduler) -> None:
-        try:
-            await sched.cancel(self.job_id)
-        except Exception as e:
-            self.log.warning("Could not remove job %s: %s", self.job_id, e)
-
     # ---------------------------------------------------------------- poll / stop
     async def poll(self):
         if not self.job_id or not self.backend:
             return 0
-        watcher = get_watcher(self.backend, self)
+        watcher = self.registry.watcher(self.backend)
         # Right after a hub restart the cache may predate us: wait for one fresh answer.
-        newer = self._first_poll_mark() if watcher.updated == 0 else None
+        newer = time.monotonic() if watcher.updated == 0 else None
         st = await watcher.status(self.job_id, newer_than=newer)
         if st is None or st.state == DONE:
             return 1
@@ -515,23 +445,20 @@ class BatchSpawner(Spawner):
             return 1
         return None
 
-    def _first_poll_mark(self) -> float:
-        return time.monotonic()
-
     async def stop(self, now=False):
+        timer = self._timer
+        if timer is not None and timer.outcome is None and self._spawn_pending:
+            # JupyterHub stops a pending spawn when the user cancels it or start_timeout passed.
+            timed_out = time.monotonic() - timer.started >= self.start_timeout - 1
+            if timer.current == "queue":
+                timer.pending_result("cancelled")
+            timer.finish("timed_out" if timed_out else "cancelled")
         if self.job_id and self.backend:
-            sched = get_scheduler(self.backend, self)
-            await self._cancel_quietly(sched)
-            watcher = _WATCHERS.get(self.backend)
-            if watcher is not None and not now:
-                # Wait (bounded) until the scheduler no longer lists the job as active.
-                deadline = time.monotonic() + 15
-                mark = time.monotonic()
-                while time.monotonic() < deadline:
-                    st = await watcher.status(self.job_id, newer_than=mark, timeout=5)
-                    if st is None or st.state == DONE:
-                        break
-                    mark = time.monotonic()
+            job = self._job(self.registry.scheduler(self.backend),
+                            self.registry.running_watcher(self.backend))
+            await job.cancel()
+            if not now:
+                await job.gone(timeout=self.stop_timeout)
         if self.env_path:
             try:
                 os.unlink(self.env_path)

@@ -14,3 +14,6 @@ c.HTCondorScheduler.schedd = "lane.mini.test"
 c.HTCondorScheduler.hub_id = "appliance.mini.test"
 c.BatchSpawner.max_gpus = 2  # node3 has (fake) GPUs for the Slurm gres demo
 c.JupyterHub.last_activity_interval = 10  # route re-check after a proxy restart (tested)
+# The notebook lane refuses anything beyond these bounds (condor-config/lane/40-jba-lane-policy.conf,
+# JBA_MAX_*; tests/unit/test_lane_policy.py keeps the two equal).
+c.BatchSpawner.max_runtime_hours = 168

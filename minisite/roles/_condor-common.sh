@@ -43,17 +43,20 @@ install_pool_key() {
   install -m 0600 -o root -g root "$SECRETS/POOL" /etc/condor/passwords.d/POOL
 }
 
-# The hub's service identity (IDTOKEN subject hubsvc@mini.test) is a QUEUE_SUPER_USER on the schedds,
-# but HTCondor 23.x refuses every queue change (condor_rm, Schedd.act) from an identity that has no
-# schedd *user record* ("QMGT command failed: anonymous user not permitted") before it even looks at
-# super-user status. Records are normally made by a first submission. `condor_qusers -add` would be
-# the tool for it, but in 23.9 it never asks the schedd to create the record (it prints
-# "add succeeded" with Result = 2, i.e. "no such user"). So:
-#  ensure_hubsvc_account: an unprivileged, login-less unix account hubsvc on the schedd host (the
+# The hub's service identity (IDTOKEN subject hubsvc@mini.test) is a QUEUE_SUPER_USER on the notebook
+# lane (only there), but HTCondor 23.x refuses every queue change (condor_rm, Schedd.act) from an
+# identity that has no schedd *user record* ("QMGT command failed: anonymous user not permitted")
+# before it even looks at super-user status. Records are normally made by a first submission.
+# `condor_qusers -add` would be the tool for it, but in 23.9 it never asks the schedd to create the
+# record (it prints "add succeeded" with Result = 2, i.e. "no such user"). So:
+#  ensure_hubsvc_account: an unprivileged, login-less unix account hubsvc on the lane host (the
 #                         schedd expects job owners to exist as accounts);
-#  add_hubsvc_userrec:    once the schedd answers, submit one held no-op job as hubsvc (local FS
+#  add_hubsvc_userrec:    once the schedd answers, submit one HELD job as hubsvc (local FS
 #                         authentication, so the identity is exactly hubsvc@mini.test) and remove it.
-#                         The user record stays (in the schedd's job queue log).
+#                         The user record stays (in the schedd's job queue log). The job must pass
+#                         the lane's submit requirements (lane/40-jba-lane-policy.conf: a refused
+#                         submission creates no record), so it is shaped like a notebook job; held
+#                         and removed at once, it never runs (and no execute node has a hubsvc account).
 ensure_hubsvc_account() {
   getent group hubsvc >/dev/null || groupadd -r hubsvc
   id hubsvc >/dev/null 2>&1 || useradd -r -g hubsvc -M -d /nonexistent -s /usr/sbin/nologin hubsvc
@@ -68,7 +71,15 @@ add_hubsvc_userrec() {
   if condor_qusers -af User 2>/dev/null | grep -qx 'hubsvc@mini.test'; then
     clog "schedd user record for hubsvc@mini.test present"; return 0
   fi
-  out=$(cd /tmp && printf '%s\n' 'executable = /bin/true' 'initialdir = /' 'should_transfer_files = NO' \
+  local launcher hub_id group
+  launcher=$(condor_config_val JBA_LAUNCHER 2>/dev/null || echo /usr/local/bin/appliance-launch)
+  hub_id=$(condor_config_val JBA_HUB_ID 2>/dev/null || echo none)
+  group=$(condor_config_val JBA_NOTEBOOK_GROUP 2>/dev/null || echo group_notebook)
+  out=$(cd /tmp && printf '%s\n' 'universe = vanilla' "executable = $launcher" 'transfer_executable = false' \
+          'arguments = "--env-file /nonexistent/bootstrap.json --port-range 40000-40000"' \
+          'initialdir = /' 'should_transfer_files = NO' 'request_cpus = 1' 'request_memory = 1' \
+          'allowed_job_duration = 60' '+IsNotebookJob = true' "+JupyterHubId = \"$hub_id\"" \
+          '+JupyterHubUser = "hubsvc"' "accounting_group = $group" 'accounting_group_user = hubsvc' \
           'hold = true' '+JbaUserRecordBootstrap = true' 'queue' \
         | runuser -u hubsvc -- condor_submit -terse - 2>&1) || { clog "bootstrap submit failed: $out"; return 1; }
   runuser -u hubsvc -- condor_rm -constraint 'JbaUserRecordBootstrap =?= true' >/dev/null 2>&1 || true

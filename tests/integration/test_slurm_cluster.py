@@ -1,10 +1,10 @@
 """The mini site's Slurm cluster with the appliance's Slurm code, without the hub.
 
 Self-contained: needs only the services slurmctld and slurm-node1..3 (podman exec). The appliance
-package is copied into the slurmctld container, which plays the submit host: the hub side of
-``SlurmScheduler`` runs there as root, the submit-helper side (``run_sbatch``) as the user via
-``runuser`` (munge vouches for the uid, exactly as under ``sudo -u`` on the appliance). slurmctld is
-in jhub's AllocNodes for this purpose.
+package (and the ClusterShell library it uses for hostlists) is copied into the slurmctld container, which plays the
+submit host: the hub side of ``SlurmScheduler`` runs there as root, the submit-helper side
+(``appliance.userside.slurm.run_sbatch``) as the user via ``runuser`` (munge vouches for the uid,
+exactly as under ``sudo -u`` on the appliance). slurmctld is in jhub's AllocNodes for this purpose.
 
 Instead of appliance-launch (which needs a hub to report to) the jobs run a probe launcher that
 records when the job's first instruction ran; the batch script is the real ``slurm_job.sh``.
@@ -13,11 +13,13 @@ records when the job's first instruction ran; the batch script is the real ``slu
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import textwrap
 import time
 
+import ClusterShell
 import pytest
 
 from tests.conftest import ROOT, container, podman, site_exec, wait_for
@@ -60,6 +62,7 @@ def cluster():
     podman("exec", f"{container(CTLD)}", "rm", "-rf", SRC)
     podman("exec", f"{container(CTLD)}", "mkdir", "-p", SRC)
     podman("cp", str(ROOT / "appliance"), f"{container(CTLD)}:{SRC}/appliance")
+    podman("cp", os.path.dirname(ClusterShell.__file__), f"{container(CTLD)}:{SRC}/ClusterShell")
     # The probe launcher on the shared /home: records the time of the job's first instruction in
     # the file given as --env-file (so each job has its own), then idles like a notebook.
     sh(f"""mkdir -p {PROBE.rsplit('/', 1)[0]} && cat > {PROBE} <<'EOF'
@@ -116,8 +119,8 @@ BUILD = """
 HELPER = """
     import json, sys, time
     t0 = time.time()
-    from appliance.hub.scheduler.slurm import run_sbatch
-    from appliance.hub.scheduler.base import SubmitError
+    from appliance.userside import SubmitError
+    from appliance.userside.slurm import run_sbatch
     try:
         print(json.dumps({"job_id": run_sbatch(json.load(sys.stdin)["submit"]), "t0": t0}))
     except SubmitError as e:

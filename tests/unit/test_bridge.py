@@ -11,9 +11,11 @@ import pytest
 
 from appliance import ccache
 from appliance.credd_bridge import bridge as bridge_mod
-from appliance.credd_bridge.bridge import Bridge, BridgeRefused, CreddStoreFailed, renewal_loop
+from appliance.credd_bridge.bridge import Bridge, BridgeRefused, CreddStoreFailed
+from appliance.credd_bridge.server import renewal_loop
 from appliance.credd_bridge.credstore import MemoryCredStore
-from appliance.ccache import Refusal
+from appliance.privfile import Refusal
+from appliance.renewal import RenewalPolicy
 
 from .test_ccache import REALM, SECRET, kdc, pykrb5, synth, write_file  # noqa: F401 (fixtures)
 
@@ -77,7 +79,7 @@ def env(ccdir):
     store = FlakyStore()
     renewer = FakeRenewer(clock)
     b = Bridge(store, realm=REALM, uid_for=UIDS.__getitem__, ccache_dir=str(ccdir), clock=clock,
-               renewer=renewer, retry_min=30, retry_max=600)
+               renewer=renewer, policy=RenewalPolicy(retry_min=30, retry_max=600))
     return b, store, clock, renewer, ccdir
 
 
@@ -495,7 +497,7 @@ def test_real_kdc_store_and_renew(kdc, pykrb5, ccdir):
     import time as _t
     _t.sleep(1.1)
     before = s["valid_until"]
-    b.renew_fraction = 0.0  # make it due now
+    b.policy = RenewalPolicy(fraction=0.0)  # make it due now
     b.run_due()
     s2 = b.state("alice")
     assert s2["state"] == "active", s2

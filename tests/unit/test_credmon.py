@@ -12,7 +12,8 @@ import time
 import pytest
 
 from appliance import ccache
-from appliance.credmon import COMPLETE, KerberosCredmon, atomic_write
+from appliance.credmon import COMPLETE, KerberosCredmon
+from appliance.renewal import RenewalPolicy
 
 from .test_bridge import T0, Clock, FakeRenewer
 from .test_ccache import REALM, kdc, pykrb5, synth, write_file  # noqa: F401 (fixtures)
@@ -284,34 +285,6 @@ def test_nothing_secret_in_logs(mon, cdir, caplog):
     assert "SECRET" not in caplog.text
 
 
-def test_atomic_write_replaces_symlink_not_target(tmp_path):
-    target = tmp_path / "target"
-    target.write_bytes(b"precious")
-    link_dir = tmp_path / "d"
-    link_dir.mkdir()
-    os.symlink(target, link_dir / "alice.cc")
-    dfd = os.open(link_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        atomic_write(dfd, "alice.cc", b"new")
-    finally:
-        os.close(dfd)
-    assert target.read_bytes() == b"precious"
-    assert not os.path.islink(link_dir / "alice.cc")
-    assert (link_dir / "alice.cc").read_bytes() == b"new"
-
-
-def test_atomic_write_failure_leaves_old_file_and_no_temp(tmp_path):
-    (tmp_path / "alice.cc").write_bytes(b"old")
-    dfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with pytest.raises(TypeError):
-            atomic_write(dfd, "alice.cc", "not bytes")  # type: ignore[arg-type]
-    finally:
-        os.close(dfd)
-    assert (tmp_path / "alice.cc").read_bytes() == b"old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.cc"]
-
-
 def test_once_command_line(cdir):
     cred(cdir, now=int(time.time()))
     out = subprocess.run([sys.executable, "-m", "appliance.credmon", "--once", "--cred-dir",
@@ -364,7 +337,7 @@ def test_daemon_sighup_rescans_and_sigterm_exits(cdir):
 def test_real_kdc_renewal_of_cc_and_cred(kdc, pykrb5, cdir):
     path = kdc.kinit("alice", cdir / "alice.cred", lifetime="10m", renew="1h")
     os.chmod(path, 0o600)
-    m = KerberosCredmon(str(cdir), realm=REALM, renew_fraction=0.0)  # due at once
+    m = KerberosCredmon(str(cdir), realm=REALM, policy=RenewalPolicy(fraction=0.0))  # due at once
     before = ccache.parse(read(path)).tgt
     time.sleep(1.1)
     r = m.scan()["alice"]
@@ -373,13 +346,3 @@ def test_real_kdc_renewal_of_cc_and_cred(kdc, pykrb5, cdir):
     assert cc.tgt.endtime > before.endtime
     assert read(cdir / "alice.cred") == read(cdir / "alice.cc")
     assert f"alice@{REALM}" in kdc.klist(cdir / "alice.cc")
-
-
-def test_atomic_write_sets_owner_and_mode(tmp_path):
-    dfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        atomic_write(dfd, "f", b"x", uid=2001, gid=2002, mode=0o640)
-    finally:
-        os.close(dfd)
-    st = os.lstat(tmp_path / "f")
-    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (2001, 2002, 0o640)

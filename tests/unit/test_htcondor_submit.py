@@ -47,6 +47,13 @@ def test_unsafe_paths_refused():
     r.home = "/home/alice\nqueue 100"
     with pytest.raises(ValueError):
         build(r)
+    r = req()
+    r.env_file = "/home/alice/.jupyterhub-batch/x.json\n"  # a final newline too
+    with pytest.raises(ValueError):
+        build(r)
+    with pytest.raises(ValueError):
+        build_description(req(), launcher="/usr/local/bin/appliance-launch", hub_id="hub1\n",
+                          accounting_group="group_notebook")
 
 
 def test_status_mapping():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from appliance.options import Bounds, OptionsError, json_schema, parse_constraint, validate_options
+from appliance.options import Bounds, OptionsError, check_constraint, json_schema, validate_options
 
 B = Bounds(max_cpus=8, max_memory_gb=32, max_gpus=2, max_runtime_hours=168)
 
@@ -59,6 +59,13 @@ def test_full_slurm_request():
     ({"backend": "slurm", "constraint": "(epyc"}, "constraint"),
     ({"backend": "slurm", "constraint": "epyc&"}, "constraint"),
     ({"backend": "slurm", "constraint": "$(id)"}, "constraint"),
+    ({"backend": "slurm", "constraint": "epyc\n"}, "constraint"),
+    ({"backend": "htcondor", "env": {"A\n": "x"}}, "env"),
+    ({"backend": "slurm", "partition": "jhub\n"}, "partition"),
+    ({"backend": "slurm", "reservation": "belle2\n"}, "reservation"),
+    ({"backend": "slurm", "constraint": "\tepyc"}, "constraint"),
+    ({"backend": "slurm", "constraint": "   "}, "constraint"),
+    ({"backend": "slurm", "constraint": "a" * 257}, "constraint"),
 ])
 def test_refusals_name_the_field(data, field):
     e = err(data)
@@ -92,6 +99,12 @@ def test_json_schema_carries_bounds():
 
 
 def test_constraint_features():
-    assert parse_constraint("(epyc|avx512)&gpu") == ["epyc", "avx512", "gpu"]
-    with pytest.raises(OptionsError):
-        parse_constraint("epyc||gpu")
+    assert check_constraint("(epyc|avx512)&gpu") == ["epyc", "avx512", "gpu"]
+    with pytest.raises(OptionsError) as e:
+        check_constraint("epyc||gpu")
+    assert e.value.field == "constraint"
+
+
+def test_constraint_message_names_the_field_once():
+    e = err({"backend": "slurm", "constraint": "epyc;reboot"})
+    assert str(e) == "constraint: character ';' is not allowed"

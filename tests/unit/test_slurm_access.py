@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from appliance.hub.scheduler.base import PENDING, RUNNING, JobStatus
-from appliance.hub.scheduler.slurm import (
-    ClusterInfo, Identity, JobMeta, Reservation, SlurmScheduler, constraint_matches,
-    parse_jobs, parse_nodes, parse_partitions, parse_reservations, partition_access,
-    reservation_access,
+from appliance.hub.scheduler.slurm import SlurmScheduler
+from appliance.hub.scheduler.slurm.access import Identity, partition_access, reservation_access
+from appliance.hub.scheduler.slurm.cluster import (
+    ClusterInfo, Reservation, parse_nodes, parse_partitions, parse_reservations,
 )
+from appliance.hub.scheduler.slurm.jobs import JobMeta, parse_jobs
 from appliance.options import Bounds, OptionsError, validate_options
 
 DATA = Path(__file__).parent / "data"
@@ -84,14 +85,6 @@ def test_reservation_rules():
     r = Reservation("r", ["node1"], ["alice"], [], ["exfel"], 0, 1e12, [])
     assert not reservation_access(r, Identity("alice", frozenset(), frozenset({"it"})))
     assert reservation_access(r, Identity("alice", frozenset(), frozenset({"exfel"})))
-
-
-def test_constraint_matches():
-    assert constraint_matches("epyc&avx512", ["epyc", "avx512"])
-    assert not constraint_matches("epyc&avx512", ["epyc"])
-    assert constraint_matches("gpu|avx512", ["epyc", "avx512"])
-    assert constraint_matches("(gpu|epyc)&avx512", ["epyc", "avx512"])
-    assert not constraint_matches("(gpu|epyc)&avx512", ["gpu"])
 
 
 # -- check_request ---------------------------------------------------------------------------
@@ -208,6 +201,23 @@ def test_runtime_defaults_and_limits():
     assert e.value.field == "runtime_hours" and "8" in str(e.value)
 
 
+def test_spawner_default_runtime_where_the_partition_has_none():
+    # BatchSpawner.default_runtime_hours (the third argument) is the default in partitions
+    # without a configured runtime, capped at fallback_runtime_hours (their maximum); partitions
+    # with one keep it (it is their default and their maximum)
+    s = sched()
+    s._cluster = cluster()
+    assert s.runtime_seconds("alice", opts(partition="maxwell"), 4.0) == 4 * 3600
+    assert s.runtime_seconds("alice", opts(partition="maxwell"), 12.0) == 8 * 3600
+    assert s.runtime_seconds("alice", opts(), 4.0) == 168 * 3600
+    assert s.runtime_seconds("alice", opts(partition="maxwell", runtime_hours=6.0), 4.0) == 6 * 3600
+    s.fallback_runtime_hours = 24.0
+    assert s.runtime_seconds("alice", opts(partition="maxwell"), 12.0) == 12 * 3600
+    assert s.runtime_limit_hours(opts(partition="maxwell"))[0] == 24.0
+    # and Slurm's MaxTime of the partition ("all": 1 day) caps the spawner's default too
+    assert s.runtime_seconds("alice", opts(partition="all"), 30.0) == 24 * 3600
+
+
 def test_runtime_in_reservation_is_its_remaining_lifetime():
     s = sched()
     c = s._cluster = cluster()
@@ -259,7 +269,7 @@ def test_describe_resources_filters_by_group():
 def test_fatal_reason_when_partition_has_no_usable_node():
     s = sched()
     s._cluster = cluster("slurm_nodes_drained.json")
-    statuses, s._metas = parse_jobs(load("slurm_squeue_drained.json"))
+    statuses = parse_jobs(load("slurm_squeue_drained.json"))
     s._identities["alice"] = (1e18, ALICE)
     msg = s.fatal_reason(statuses["19"])  # alice's jhub job, pending ReqNodeNotAvail
     assert msg and "no node of partition jhub" in msg and "node1: draining" in msg
@@ -275,9 +285,35 @@ def test_fatal_reason_when_partition_has_no_usable_node():
 
 def test_fatal_pending_reasons():
     s = sched()
-    s._metas = {"7": JobMeta("alice", "jhub", "", "", "PartitionDown")}
-    msg = s.fatal_reason(JobStatus("7", PENDING, None, "PartitionDown"))
+    down = JobMeta("alice", "jhub", "", "", "PartitionDown")
+    msg = s.fatal_reason(JobStatus("7", PENDING, None, "PartitionDown", detail=down))
     assert msg and "partition is down" in msg
-    s._metas["7"] = JobMeta("alice", "jhub", "", "", "Priority")
-    assert s.fatal_reason(JobStatus("7", PENDING, None, "Priority")) is None  # no cluster info
-    assert s.fatal_reason(JobStatus("7", RUNNING, "node1", "")) is None
+    prio = JobMeta("alice", "jhub", "", "", "Priority")
+    assert s.fatal_reason(JobStatus("7", PENDING, None, "Priority", detail=prio)) is None  # no cluster info
+    assert s.fatal_reason(JobStatus("7", RUNNING, "node1", "", detail=down)) is None
+    # a status without Slurm's details (e.g. from another backend) is never judged
+    assert s.fatal_reason(JobStatus("7", PENDING, None, "PartitionDown")) is None
+
+
+def test_query_all_leaves_no_job_state_behind():
+    # fatal_reason is a function of the status and the cached cluster view: a second scheduler
+    # with the same cluster view, which never ran query_all, judges a status the same way
+    statuses = parse_jobs(load("slurm_squeue_drained.json"))
+    judges = []
+    for _ in range(2):
+        s = sched()
+        s._cluster = cluster("slurm_nodes_drained.json")
+        s._identities["alice"] = (1e18, ALICE)
+        judges.append(s)
+
+    async def squeue(*argv):
+        assert argv[1:] == ("--json", "--states=all", "--name=wrap")
+        return load("slurm_squeue_drained.json")
+
+    judges[0]._json = squeue
+    judges[0].job_name = "wrap"  # the captured jobs' name
+    seen = run(judges[0].query_all())
+    assert seen["19"] == statuses["19"]
+    assert judges[0].fatal_reason(seen["19"]) == judges[1].fatal_reason(statuses["19"])
+    assert "no node of partition jhub" in judges[1].fatal_reason(statuses["19"])
+    assert not hasattr(judges[0], "_metas")

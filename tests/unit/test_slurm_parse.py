@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from appliance.hub.scheduler.base import DONE, HELD, PENDING, RUNNING
-from appliance.hub.scheduler.slurm import (
-    as_list, expand_hostlist, gpu_count, job_status, num, parse_jobs, parse_nodes,
-    parse_partitions, parse_reservations,
+from appliance.hub.scheduler.slurm.cluster import (
+    as_list, expand_hostlist, gpu_count, num, parse_nodes, parse_partitions, parse_reservations,
 )
+from appliance.hub.scheduler.slurm.jobs import JobMeta, job_status, parse_jobs
 
 DATA = Path(__file__).parent / "data"
 
@@ -37,6 +37,8 @@ def test_numbers_and_lists():
     ("gpu[08-10]", ["gpu08", "gpu09", "gpu10"]),
     ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"]),
     ("", []),
+    ("(null)", []),
+    ("node[3-1]", ["node[3-1]"]),  # not a hostlist Slurm writes: the name as it is
 ])
 def test_hostlist(text, names):
     assert expand_hostlist(text) == names
@@ -90,7 +92,8 @@ def test_reservations():
 
 
 def test_squeue_mixed_states():
-    jobs, metas = parse_jobs(load("slurm_squeue_mixed.json"), node_address={"node1": "node1.mini.test"})
+    jobs = parse_jobs(load("slurm_squeue_mixed.json"), node_address={"node1": "node1.mini.test"})
+    metas = {k: v.detail for k, v in jobs.items()}
     assert jobs["6"].state == RUNNING and jobs["6"].host == "node1.mini.test" and jobs["6"].owner == "alice"
     assert jobs["1"].state == RUNNING and jobs["1"].host == "node3"  # no address known: the name
     assert jobs["11"].state == RUNNING and metas["11"].reservation == "belle2"
@@ -104,14 +107,14 @@ def test_squeue_mixed_states():
 
 
 def test_squeue_filter_by_job_name():
-    jobs, _ = parse_jobs(load("slurm_squeue_states_all.json"), job_name="jupyterhub")
+    jobs = parse_jobs(load("slurm_squeue_states_all.json"), job_name="jupyterhub")
     assert set(jobs) == {"20", "21", "22", "23", "24"}
-    jobs, _ = parse_jobs(load("slurm_squeue_mixed.json"), job_name="jupyterhub")
+    jobs = parse_jobs(load("slurm_squeue_mixed.json"), job_name="jupyterhub")
     assert jobs == {}
 
 
 def test_squeue_finished_jobs():
-    jobs, _ = parse_jobs(load("slurm_squeue_states_all.json"))
+    jobs = parse_jobs(load("slurm_squeue_states_all.json"))
     assert jobs["20"].state == DONE and jobs["20"].reason == "FAILED: NonZeroExitCode (exit code 3)"
     assert jobs["21"].state == DONE and jobs["21"].reason == "COMPLETED (exit code 0)"
     assert jobs["22"].state == DONE and jobs["22"].reason == "PREEMPTED (signal TERM)"
@@ -120,7 +123,8 @@ def test_squeue_finished_jobs():
 
 
 def test_squeue_drained_pending_reason():
-    jobs, metas = parse_jobs(load("slurm_squeue_drained.json"))
+    jobs = parse_jobs(load("slurm_squeue_drained.json"))
+    metas = {k: v.detail for k, v in jobs.items()}
     assert jobs["19"].state == PENDING
     assert jobs["19"].reason == "ReqNodeNotAvail, May be reserved for other job"
     assert metas["19"].state_reason == "ReqNodeNotAvail" and metas["19"].partition == "jhub"
@@ -136,3 +140,11 @@ def test_job_state_flags():
     assert job_status({**base, "job_state": ["PENDING", "REQUEUED"]}).state == PENDING
     assert job_status({**base, "job_state": ["PENDING"], "state_reason": "JobHeldAdmin"}).state == HELD
     assert job_status({**base, "job_state": "TIMEOUT"}).reason == "TIMEOUT (exit code 0)"
+
+
+def test_job_details_travel_with_the_status():
+    # everything fatal_reason needs is in the status itself, nothing stays behind in a scheduler
+    jobs = parse_jobs(load("slurm_squeue_drained.json"))
+    assert jobs["19"].detail == JobMeta(user="alice", partition="jhub", reservation="",
+                                        features="", state_reason="ReqNodeNotAvail")
+    assert all(isinstance(j.detail, JobMeta) for j in jobs.values())

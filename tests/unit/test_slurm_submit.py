@@ -7,10 +7,11 @@ import stat
 
 import pytest
 
-from appliance.hub.scheduler import slurm
 from appliance.hub.scheduler.base import SubmitError, SubmitRequest
-from appliance.hub.scheduler.slurm import JOB_SCRIPT, SlurmScheduler, build_sbatch_argv, run_sbatch
-from appliance.options import Bounds, OptionsError, UserOptions, validate_options
+from appliance.hub.scheduler.slurm import SlurmScheduler
+from appliance.hub.scheduler.slurm.sbatch import JOB_SCRIPT, build_sbatch_argv
+from appliance.options import Bounds, OptionsError, UserOptions, check_constraint, validate_options
+from appliance.userside.slurm import run_sbatch
 
 ENV_FILE = "/home/alice/.jupyterhub-batch/jupyterhub-alice-default-abcd1234.json"
 
@@ -87,11 +88,14 @@ def test_hostile_constraints_refused(constraint):
 
 
 def test_newline_constraint_refused_even_if_options_passed_it():
-    # appliance.options' tokenizer skips any whitespace (\s*) before a token; the backend refuses
-    # every whitespace but a space on its own.
-    with pytest.raises(OptionsError):
-        slurm.check_constraint_text("epyc\n&avx512")
-    assert slurm.check_constraint_text("epyc & avx512") == ["epyc", "avx512"]
+    # one grammar (appliance.constraint) for options and backend: every whitespace but a space
+    # is refused, wherever it stands
+    for text in ("epyc\n&avx512", "epyc\n", "\tepyc"):
+        with pytest.raises(OptionsError):
+            check_constraint(text)
+        with pytest.raises(OptionsError):
+            build_sbatch_argv(req(UserOptions(backend="slurm", constraint=text)), partition="jhub")
+    assert check_constraint("epyc & avx512") == ["epyc", "avx512"]
 
 
 @pytest.mark.parametrize("field,value", [

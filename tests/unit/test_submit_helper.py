@@ -2,12 +2,11 @@
 
 import io
 import json
-import os
 import sys
 
 import pytest
 
-from appliance import submit_helper
+from appliance.userside import helper as submit_helper
 from appliance.hub.authenticator import ccache_file
 
 

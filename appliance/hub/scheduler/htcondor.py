@@ -1,8 +1,8 @@
 """HTCondor backend, through the htcondor Python bindings (``htcondor2``).
 
-* Submission happens in the submit helper, as the user, authenticated with the user's Kerberos
-  ticket (``SEC_CLIENT_AUTHENTICATION_METHODS=KERBEROS`` is forced there, so the helper can never
-  use the hub's token). The description is a dict of validated values handed to ``htcondor2.Submit``;
+* Submission happens in the submit helper, as the user (``appliance.userside.htcondor``),
+  authenticated with the user's Kerberos ticket (``SEC_CLIENT_AUTHENTICATION_METHODS=KERBEROS`` is
+  forced there, so the helper can never use the hub's token). The description is a dict of validated values handed to ``htcondor2.Submit``;
   no user text is pasted into it (env goes to the private env file, never the job ad).
 * Status and removal run in the hub as its service identity (an IDTOKEN listed in the schedd's
   ``QUEUE_SUPER_USERS``): one ``Schedd.query`` for all of this hub's notebook jobs per interval.
@@ -15,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shlex
 from typing import Any, Optional
 
 from traitlets import Bool, Dict, Unicode, default
 
+from ...names import HTCONDOR_JOB_ID_RE
+from ...userside.htcondor import locate_schedd
+from .. import metrics
 from .base import DONE, HELD, PENDING, RUNNING, UNKNOWN, JobStatus, Scheduler, SubmitRequest
 
-SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]*$")
-SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]*\Z")
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+\Z")
 
 # HTCondor JobStatus codes
 _STATUS = {1: PENDING, 2: RUNNING, 3: DONE, 4: DONE, 5: HELD, 6: RUNNING, 7: PENDING}
@@ -99,29 +101,6 @@ def build_description(
     for k, v in (extra or {}).items():
         desc[k] = v
     return desc
-
-
-def submit_as_user(submit: dict) -> str:
-    """Runs inside the submit helper, as the user. Returns "cluster.proc"."""
-    os.environ["_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS"] = "KERBEROS"
-    if not os.environ.get("KRB5CCNAME"):
-        raise RuntimeError("no Kerberos ticket: log out and log in again")
-    if submit.get("condor_config"):
-        os.environ["CONDOR_CONFIG"] = submit["condor_config"]
-    import htcondor2 as htcondor
-
-    schedd = _locate_schedd(htcondor, submit.get("collector"), submit.get("schedd"))
-    result = schedd.submit(htcondor.Submit(submit["description"]), count=1)
-    return f"{result.cluster()}.0"
-
-
-def _locate_schedd(htcondor, collector: Optional[str], schedd_name: Optional[str]):
-    coll = htcondor.Collector(collector) if collector else htcondor.Collector()
-    if schedd_name:
-        ad = coll.locate(htcondor.DaemonType.Schedd, schedd_name)
-    else:
-        ad = coll.locate(htcondor.DaemonType.Schedd)
-    return htcondor.Schedd(ad)
 
 
 def status_from_ad(ad: Any) -> JobStatus:
@@ -225,7 +204,7 @@ class HTCondorScheduler(Scheduler):
     def _get_schedd(self, fresh: bool = False):
         if self._schedd is None or fresh:
             htc = self._bindings()
-            self._schedd = _locate_schedd(htc, self.collector or None, self.schedd or None)
+            self._schedd = locate_schedd(htc, self.collector or None, self.schedd or None)
         return self._schedd
 
     def _query_sync(self) -> dict[str, JobStatus]:
@@ -242,7 +221,8 @@ class HTCondorScheduler(Scheduler):
         return {s.job_id: s for s in (status_from_ad(ad) for ad in ads)}
 
     async def query_all(self) -> dict[str, JobStatus]:
-        return await asyncio.to_thread(self._query_sync)
+        with metrics.time_query("htcondor", "query"):
+            return await asyncio.to_thread(self._query_sync)
 
     def _cancel_sync(self, job_id: str) -> None:
         htc = self._bindings()
@@ -255,9 +235,7 @@ class HTCondorScheduler(Scheduler):
                     raise
 
     async def cancel(self, job_id: str) -> None:
-        if not re.fullmatch(r"\d+\.\d+", job_id):
+        if not HTCONDOR_JOB_ID_RE.match(job_id or ""):
             raise ValueError(f"bad job id {job_id!r}")
-        await asyncio.to_thread(self._cancel_sync, job_id)
-
-    async def describe_resources(self, user: str) -> dict[str, Any]:
-        return {}
+        with metrics.time_query("htcondor", "remove"):
+            await asyncio.to_thread(self._cancel_sync, job_id)

@@ -22,31 +22,31 @@ import json
 import os
 import sys
 
+from appliance.privfile import create_in_dir
+
 
 def write_env_file(path: str, env: dict) -> None:
-    """Write the secret environment as JSON, 0600, refusing to follow links."""
+    """Write the secret environment as JSON into a NEW 0600 file in a 0700 directory of the
+    user's home, refusing links (``appliance.privfile.create_in_dir``)."""
     home = os.path.expanduser("~")
     real = os.path.realpath(os.path.dirname(path))
     if not (real == home or real.startswith(home.rstrip("/") + "/")):
         raise ValueError("env_path must be inside the user's home")
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    os.chmod(os.path.dirname(path), 0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        json.dump({str(k): str(v) for k, v in env.items()}, f)
+    data = json.dumps({str(k): str(v) for k, v in env.items()}).encode()
+    create_in_dir(os.path.dirname(path), os.path.basename(path), data, mode=0o600, dir_mode=0o700)
 
 
 def submit(request: dict) -> str:
+    """Submit with the backend's client (imported only for that backend); returns the job id."""
     backend = request.get("backend")
     if request.get("ccache"):
         os.environ["KRB5CCNAME"] = "FILE:" + request["ccache"]
     if backend == "htcondor":
-        from .hub.scheduler.htcondor import submit_as_user
+        from .htcondor import submit_as_user
 
         return submit_as_user(request["submit"])
     if backend == "slurm":
-        from .hub.scheduler.slurm import run_sbatch
+        from .slurm import run_sbatch
 
         return run_sbatch(request["submit"])
     raise ValueError(f"unknown backend {backend!r}")

@@ -3,7 +3,7 @@
 # it comes from user input, and sbatch reads it from the appliance's installation.
 #
 # sbatch passes the arguments after the script path:  LAUNCHER --env-file FILE --port-range LO-HI
-# (built by appliance.hub.scheduler.slurm.build_sbatch_argv from validated values only).
+# (built by appliance.hub.scheduler.slurm.sbatch.build_sbatch_argv from validated values only).
 #
 # The job is submitted with --export=NIL: it starts with nothing but SLURM_* variables (neither
 # the hub's nor the submit helper's environment, no slow --get-user-env login shell). Give it the

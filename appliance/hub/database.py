@@ -1,0 +1,111 @@
+"""The hub database: where its URL comes from, and the schema upgrade before the hub starts.
+
+``db_url`` is read from a secret file (it holds the password): the first that exists of
+``/etc/appliance/secrets/db/db_url`` (a mounted secret) and ``<state>/secrets/db_url``; without
+one the hub uses sqlite in the state volume (or, for older sites, ``APPLIANCE_DB_URL``).
+
+``python -m appliance.hub.database prepare`` (run by ``appliance-run hub`` before JupyterHub):
+waits (bounded) until the database accepts connections, then runs JupyterHub's own
+``upgrade_if_needed`` (what ``jupyterhub upgrade-db`` does), which backs up a sqlite file first
+(``jupyterhub.sqlite.<timestamp>``) and does nothing when the schema is current.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Callable, Optional
+from urllib.parse import urlparse
+
+STATE = os.environ.get("APPLIANCE_STATE_DIR", "/srv/appliance")
+URL_FILES = ("/etc/appliance/secrets/db/db_url", f"{STATE}/secrets/db_url")
+log = logging.getLogger("appliance.database")
+
+
+def default_url(state: str = STATE) -> str:
+    return f"sqlite:///{state}/jupyterhub.sqlite"
+
+
+def db_url(files=URL_FILES, state: str = STATE) -> str:
+    for path in files:
+        try:
+            with open(path) as f:
+                url = f.read().strip()
+        except FileNotFoundError:
+            continue
+        if url:
+            return url
+    # Older sites: an environment variable (jupyterhub_config.py's APPLIANCE_DB_URL).
+    return os.environ.get("APPLIANCE_DB_URL") or default_url(state)
+
+
+def redact(url: str) -> str:
+    u = urlparse(url)
+    if u.password:
+        u = u._replace(netloc=f"{u.username}:***@{u.hostname}" + (f":{u.port}" if u.port else ""))
+    return u.geturl()
+
+
+def wait_reachable(url: str, timeout: float = 120.0, interval: float = 1.0,
+                   clock: Callable[[], float] = time.monotonic) -> None:
+    """Readiness check: connect until it works (a fresh database container needs a few s)."""
+    if url.startswith("sqlite"):
+        return
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, pool_pre_ping=True)
+    deadline = clock() + timeout
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return
+        except Exception as e:  # OperationalError while the server starts
+            if clock() > deadline:
+                raise RuntimeError(f"database {redact(url)} not reachable after {timeout:g}s: "
+                                   f"{type(e).__name__}") from None
+            time.sleep(interval)
+        finally:
+            engine.dispose()
+
+
+def prepare(url: Optional[str] = None, timeout: float = 120.0) -> str:
+    """Wait for the database, upgrade its schema if needed (sqlite backed up first)."""
+    from jupyterhub import dbutil
+
+    url = url or db_url()
+    wait_reachable(url, timeout=timeout)
+    if url.startswith("sqlite:///") and not os.path.exists(url.split(":///", 1)[1]):
+        return url  # a new hub: JupyterHub creates the schema itself
+    # JupyterHub runs the `alembic` command of its own environment.
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    dbutil.upgrade_if_needed(url, log=log)
+    return url
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m appliance.hub.database")
+    ap.add_argument("command", choices=["prepare", "url"])
+    ap.add_argument("--timeout", type=float, default=120.0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="database: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if args.command == "url":
+        print(redact(db_url()))
+        return 0
+    try:
+        url = prepare(timeout=args.timeout)
+    except Exception as e:
+        log.error("%s", e)
+        return 1
+    log.info("ready: %s", redact(url))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""HTCondor, user side: submit the hub-built description with the user's Kerberos ticket.
+
+``submit`` = ``{"condor_config": path, "collector": host | None, "schedd": name | None,
+"description": {...}}`` from ``HTCondorScheduler.build_submit`` (validated values only).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+
+def submit_as_user(submit: dict) -> str:
+    """Runs inside the submit helper, as the user. Returns "cluster.proc"."""
+    # Only the user's own ticket: never a token or host credential the machine may hold.
+    os.environ["_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS"] = "KERBEROS"
+    if not os.environ.get("KRB5CCNAME"):
+        raise RuntimeError("no Kerberos ticket: log out and log in again")
+    if submit.get("condor_config"):
+        os.environ["CONDOR_CONFIG"] = submit["condor_config"]
+    import htcondor2 as htcondor
+
+    schedd = locate_schedd(htcondor, submit.get("collector"), submit.get("schedd"))
+    result = schedd.submit(htcondor.Submit(submit["description"]), count=1)
+    return f"{result.cluster()}.0"
+
+
+def locate_schedd(htcondor, collector: Optional[str], schedd_name: Optional[str]):
+    """The schedd ``schedd_name`` (None: the only one) known to ``collector`` (None: the config's)."""
+    coll = htcondor.Collector(collector) if collector else htcondor.Collector()
+    if schedd_name:
+        ad = coll.locate(htcondor.DaemonType.Schedd, schedd_name)
+    else:
+        ad = coll.locate(htcondor.DaemonType.Schedd)
+    return htcondor.Schedd(ad)

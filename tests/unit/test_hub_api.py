@@ -1,0 +1,296 @@
+"""The appliance's hub API handlers in a real JupyterHub (``jupyterhub.tests.mocking.MockHub``)
+with our authenticator and spawner, talked to over HTTP with real tokens
+(``jupyterhub.tests.utils.api_request``). Only the proxy (a dict) and the credential bridge (a
+unix socket speaking its JSON-lines protocol) are stand-ins; no server is spawned."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import pytest
+import pytest_asyncio
+from jupyterhub import crypto
+from jupyterhub.proxy import Proxy
+from jupyterhub.tests.mocking import MockHub
+from jupyterhub.tests.utils import add_user, api_request
+from traitlets import default
+from traitlets.config import Config
+
+from appliance.hub.authenticator import KerberosPAMAuthenticator
+from appliance.hub.handlers import default_handlers
+from appliance.hub.spawner import BatchSpawner
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
+SERVICE_TOKEN = "token-of-a-hub-service-not-a-user"
+
+
+class DictProxy(Proxy):
+    """JupyterHub's Proxy interface on a dict, so the hub needs no configurable-http-proxy."""
+
+    @default("should_start")
+    def _no_process(self):
+        return False
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.routes: dict[str, dict] = {}
+
+    async def add_route(self, routespec, target, data):
+        self.routes[routespec] = {"routespec": routespec, "target": target, "data": data}
+
+    async def delete_route(self, routespec):
+        self.routes.pop(routespec, None)
+
+    async def get_all_routes(self):
+        return dict(self.routes)
+
+
+class FakeBridge:
+    """The credential bridge's socket: one JSON request line in, one JSON answer line out."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.requests: list[dict] = []
+        self.states: dict[str, dict] = {}
+
+    async def start(self):
+        self.server = await asyncio.start_unix_server(self._serve, self.path)
+
+    async def _serve(self, reader, writer):
+        request = json.loads(await reader.readline())
+        self.requests.append(request)
+        answer = {"ok": True, "state": self.states.get(request.get("user"))}
+        writer.write(json.dumps(answer).encode() + b"\n")
+        await writer.drain()
+        writer.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def hub(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hub")
+    cwd = os.getcwd()
+    os.chdir(tmp)  # the hub writes its cookie secret and database next to it
+    bridge = FakeBridge(str(tmp / "bridge.sock"))
+    await bridge.start()
+    c = Config()
+    c.JupyterHub.proxy_class = DictProxy
+    c.JupyterHub.authenticator_class = KerberosPAMAuthenticator
+    c.JupyterHub.spawner_class = BatchSpawner
+    c.JupyterHub.extra_handlers = list(default_handlers)
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.services = [{"name": "monitor", "api_token": SERVICE_TOKEN}]
+    c.CredentialBridge.socket = bridge.path
+    c.BatchSpawner.port_range = (40000, 40100)
+    c.BatchSpawner.max_cpus = 6
+    keeper = crypto.CryptKeeper.instance()
+    keys_before = keeper.keys
+    keeper.keys = [os.urandom(32)]
+    app = MockHub.instance(config=c)
+    await app.initialize([])
+    await app.start()
+    app.bridge = bridge
+    yield app
+    app.log.handlers = []
+    MockHub.clear_instance()
+    await app.stop()
+    bridge.server.close()
+    keeper.keys = keys_before
+    os.chdir(cwd)
+
+
+_n = 0
+
+
+def new_user(hub, *servers: str):
+    """A fresh user (with these named servers besides the default one)."""
+    global _n
+    _n += 1
+    user = add_user(hub.db, hub, name=f"user{_n}")
+    for name in servers:
+        user._new_orm_spawner(name, name)
+    return user
+
+
+def starting(user, name: str = ""):
+    """The user's server ``name`` as JupyterHub has it while it starts: pending, with its token."""
+    spawner = user.spawners[name]
+    spawner.api_token = user.new_api_token(note=f"server {name!r}")
+    spawner._spawn_pending = True
+    return spawner
+
+
+async def report(hub, token, body):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return await api_request(hub, "batch", "port", method="post", bypass_proxy=True, data=data,
+                             headers={"Authorization": f"token {token}"} if token else {},
+                             noauth=token is None)
+
+
+# ---------------------------------------------------------------- POST /hub/api/batch/port
+
+async def test_port_report_with_the_servers_own_token(hub):
+    user = new_user(hub)
+    sp = starting(user)
+    r = await report(hub, sp.api_token, {"port": 40042})
+    assert r.status_code == 204, r.text
+    assert sp._reported_port == 40042 and sp._port_event.is_set()
+
+
+async def test_port_report_lands_only_in_the_server_whose_token_it_is(hub):
+    user = new_user(hub, "second")
+    default_server, second = starting(user, ""), starting(user, "second")
+    r = await report(hub, second.api_token, {"port": 40050})
+    assert r.status_code == 204, r.text
+    assert second._reported_port == 40050 and default_server._reported_port is None
+
+
+async def test_another_users_server_token_cannot_report_for_this_user(hub):
+    alice, bob = new_user(hub), new_user(hub)
+    alice_sp, bob_sp = starting(alice), starting(bob)
+    r = await report(hub, bob_sp.api_token, {"port": 40001})
+    assert r.status_code == 204
+    assert bob_sp._reported_port == 40001 and alice_sp._reported_port is None
+
+
+async def test_a_users_own_non_server_token_is_refused(hub):
+    user = new_user(hub)
+    sp = starting(user)
+    r = await report(hub, user.new_api_token(note="personal"), {"port": 40001})
+    assert r.status_code == 403
+    assert "does not belong to a starting server" in r.json()["message"]
+    assert sp._reported_port is None
+
+
+async def test_a_service_token_is_refused(hub):
+    r = await report(hub, SERVICE_TOKEN, {"port": 40001})
+    assert r.status_code == 403 and "not a server token" in r.json()["message"]
+
+
+async def test_no_token_is_refused(hub):
+    r = await report(hub, None, {"port": 40001})
+    assert r.status_code == 403
+
+
+async def test_a_server_that_is_not_starting_is_refused(hub):
+    user = new_user(hub)
+    sp = starting(user)
+    sp._spawn_pending = False
+    r = await report(hub, sp.api_token, {"port": 40001})
+    assert r.status_code == 409 and "not starting" in r.json()["message"]
+    assert sp._reported_port is None
+
+
+@pytest.mark.parametrize("port", [39999, 40101, 0, 65536, -1])
+async def test_port_out_of_range_is_refused(hub, port):
+    user = new_user(hub)
+    sp = starting(user)
+    r = await report(hub, sp.api_token, {"port": port})
+    assert r.status_code == 400 and r.json()["message"] == "port must be in 40000-40100"
+    assert sp._reported_port is None
+
+
+@pytest.mark.parametrize("body,message", [
+    (b"port=40001", "body must be JSON"),
+    (b"{", "body must be JSON"),
+    ([40001], "port must be an integer"),
+    ({}, "port must be an integer"),
+    ({"port": "40001"}, "port must be an integer"),
+    ({"port": 40001.0}, "port must be an integer"),
+    ({"port": True}, "port must be an integer"),
+    ({"port": None}, "port must be an integer"),
+])
+async def test_malformed_body_is_refused(hub, body, message):
+    user = new_user(hub)
+    sp = starting(user)
+    r = await report(hub, sp.api_token, body)
+    assert r.status_code == 400 and r.json()["message"] == message
+    assert sp._reported_port is None
+
+
+# ---------------------------------------------------------------- GET /hub/api/batch/options-schema
+
+async def test_options_schema_follows_the_hubs_settings(hub):
+    user = new_user(hub)
+    r = await api_request(hub, "batch", "options-schema", bypass_proxy=True,
+                          headers={"Authorization": f"token {user.new_api_token()}"})
+    assert r.status_code == 200, r.text
+    schema = r.json()
+    assert schema["properties"]["cpus"]["maximum"] == 6
+    assert schema["properties"]["backend"]["enum"] == ["htcondor", "slurm"]
+    assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("path", ["options-schema", "credential"])
+async def test_get_without_login_is_403_not_a_redirect(hub, path):
+    r = await api_request(hub, "batch", path, bypass_proxy=True, noauth=True,
+                          allow_redirects=False)
+    assert r.status_code == 403 and r.json()["message"] == "a token or login is required"
+
+
+# ---------------------------------------------------------------- GET /hub/api/batch/credential
+
+async def credential(hub, user, query=""):
+    return await api_request(hub, "batch", "credential" + query, bypass_proxy=True,
+                             headers={"Authorization": f"token {user.new_api_token()}"})
+
+
+async def test_credential_is_the_current_users_own(hub):
+    alice, bob = new_user(hub), new_user(hub)
+    now = time.time()  # input data only: the handler compares with its own clock
+    hub.bridge.states[alice.name] = {
+        "state": "active", "principal": f"{alice.name}@MINI.TEST", "valid_until": now + 3600,
+        "renew_until": now + 7 * 86400, "last_forwarded": now - 60, "error": None}
+    hub.bridge.states[bob.name] = {"state": "active", "principal": "bob-secret@MINI.TEST",
+                                   "valid_until": now + 3600, "renew_until": now + 7 * 86400}
+    r = await credential(hub, alice, f"?user={bob.name}")  # a parameter changes nothing
+    assert r.status_code == 200, r.text
+    view = r.json()
+    assert view["user"] == alice.name and view["principal"] == f"{alice.name}@MINI.TEST"
+    assert view["usable"] is True and view["warning"] is None
+    assert "bob-secret" not in r.text and "ccache" not in r.text
+    assert hub.bridge.requests[-1] == {"op": "state", "user": alice.name}
+
+
+async def test_credential_shows_the_login_problem_from_auth_state(hub):
+    user = new_user(hub)
+    await user.save_auth_state({"ccache": None, "credential": {
+        "ok": False, "error": "not_renewable", "message": "ticket is not renewable"}})
+    r = await credential(hub, user)
+    view = r.json()
+    assert view["state"] == "none" and view["usable"] is False
+    assert "ticket is not renewable" in view["warning"] and "log in again" in view["warning"]
+
+
+async def test_credential_warning_uses_the_authenticators_setting(hub):
+    user = new_user(hub)
+    now = time.time()
+    hub.bridge.states[user.name] = {"state": "active", "principal": "p@MINI.TEST",
+                                    "valid_until": now + 3600, "renew_until": now + 2 * 86400}
+    assert (await credential(hub, user)).json()["warning"] is None  # 2 days > 1 day default
+    hub.authenticator.credential_warn_seconds = 3 * 86400
+    try:
+        assert "renewed only until" in (await credential(hub, user)).json()["warning"]
+    finally:
+        hub.authenticator.credential_warn_seconds = 86400
+
+
+async def test_credential_when_the_bridge_is_down(hub, tmp_path):
+    user = new_user(hub)
+    hub.authenticator.config.CredentialBridge.socket = str(tmp_path / "nobody-listens.sock")
+    try:
+        r = await credential(hub, user)
+    finally:
+        hub.authenticator.config.CredentialBridge.socket = hub.bridge.path
+    assert r.status_code == 200
+    view = r.json()
+    assert "cannot talk to" in view["bridge_error"]
+    assert view["warning"].startswith("The credential service is not reachable")
+
+
+async def test_credential_is_only_for_users(hub):
+    r = await api_request(hub, "batch", "credential", bypass_proxy=True,
+                          headers={"Authorization": f"token {SERVICE_TOKEN}"})
+    assert r.status_code == 403 and "only users" in r.json()["message"]

@@ -1,0 +1,46 @@
+"""appliance-nginx-conf: nginx's settings from the environment, bad values refused by name."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "image" / "bin" / "appliance-nginx-conf"
+
+
+def run(tmp_path, **env):
+    return subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "APPLIANCE_RUN_DIR": str(tmp_path), **env})
+
+
+def test_defaults(tmp_path):
+    assert run(tmp_path).returncode == 0
+    assert (tmp_path / "nginx-public.conf").read_text() == "set $public_https_port 8443;\n"
+    http = (tmp_path / "nginx-http.conf").read_text()
+    assert "limit_req_zone $jba_login_key zone=jba_login:10m rate=30r/m;" in http
+    assert 'map "" $jba_retry_after { default 2; }' in http
+    assert (tmp_path / "nginx-login.conf").read_text() == (
+        "limit_req zone=jba_login burst=20 nodelay;\n")
+
+
+def test_values_and_retry_after(tmp_path):
+    r = run(tmp_path, APPLIANCE_PUBLIC_HTTPS_PORT="9043", APPLIANCE_LOGIN_RATE_PER_MINUTE="7",
+            APPLIANCE_LOGIN_BURST="05")
+    assert r.returncode == 0, r.stderr
+    assert "9043" in (tmp_path / "nginx-public.conf").read_text()
+    http = (tmp_path / "nginx-http.conf").read_text()
+    assert "rate=7r/m" in http and "default 9;" in http  # ceil(60 / 7) s until the next attempt
+    assert "burst=5 " in (tmp_path / "nginx-login.conf").read_text()
+
+
+@pytest.mark.parametrize("name, value", [
+    ("APPLIANCE_PUBLIC_HTTPS_PORT", "84x3"), ("APPLIANCE_PUBLIC_HTTPS_PORT", "70000"),
+    ("APPLIANCE_LOGIN_RATE_PER_MINUTE", "0"), ("APPLIANCE_LOGIN_RATE_PER_MINUTE", "1; evil"),
+    ("APPLIANCE_LOGIN_BURST", "1e3"), ("APPLIANCE_LOGIN_BURST", "-1"),
+])
+def test_bad_values_are_refused_by_name(tmp_path, name, value):
+    r = run(tmp_path, **{name: value})
+    assert r.returncode == 2 and name in r.stderr, r.stderr
+    assert not (tmp_path / "nginx-login.conf").exists()
