@@ -322,3 +322,54 @@ def test_schedd_spec_and_options():
     assert worker_reaper.parse_schedd("lane") == ("lane", None)
     args = worker_reaper.build_parser().parse_args(["--interval", "5", "--slurm", "yes"])
     assert args.interval == 5 and args.slurm == "yes"
+
+
+# --------------------------------------------------------------------- OpenSSL error queue
+def test_openssl_workaround_clears_a_stale_error_before_the_next_ssl_call(monkeypatch, tmp_path):
+    """With OpenSSL >= 3.4 every SSLSocket call first drops entries left on the thread's error
+    queue (the nodes' CPython leaves one after a failed write; the next read then fails)."""
+    import ssl
+
+    from appliance.notebook import openssl_errors
+
+    lib = openssl_errors._libcrypto()
+    if lib is None:
+        pytest.skip("no libcrypto to load")
+    for name in openssl_errors.METHODS:  # restore the real methods afterwards
+        if hasattr(ssl.SSLSocket, name):
+            monkeypatch.setattr(ssl.SSLSocket, name, getattr(ssl.SSLSocket, name))
+    monkeypatch.setattr(openssl_errors, "PATCHED", False)
+    monkeypatch.setattr(ssl, "OPENSSL_VERSION_INFO", (3, 5, 0, 0, 0))
+    assert openssl_errors.install()
+    # a real TLS pair in this thread
+    import threading
+
+    d = tls.make_identity(str(tmp_path / "tls"))
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(os.path.join(d, tls.CERT_NAME), os.path.join(d, tls.KEY_NAME))
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.check_hostname, cctx.verify_mode = False, ssl.CERT_NONE
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    raw = socket.create_connection(ls.getsockname())
+    conn, _ = ls.accept()
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("s", sctx.wrap_socket(conn, server_side=True)))
+    t.start()
+    c = cctx.wrap_socket(raw)
+    t.join()
+    try:
+        # push an error the way a failed syscall does (ERR_raise(ERR_LIB_SYS, EPIPE))
+        lib.ERR_new()
+        lib.ERR_set_debug(b"test", 1, b"test")
+        lib.ERR_set_error(2, 32, None)  # ERR_LIB_SYS = 2, reason EPIPE
+        assert lib.ERR_peek_error()
+        before = openssl_errors.cleared
+        c.sendall(b"ping")
+        assert box["s"].recv(4) == b"ping"
+        assert openssl_errors.cleared == before + 1 and not lib.ERR_peek_error()
+    finally:
+        c.close()
+        box["s"].close()
+        ls.close()
