@@ -1,21 +1,19 @@
-"""``appliance-worker-reaper``: removes Dask worker jobs whose notebook has ended.
+"""``appliance-worker-reaper``: removes Slurm Dask worker jobs whose notebook has ended.
 
 A notebook's Dask cluster lives in its kernel: ``cluster.close()`` and the kernel's exit cancel
 the worker jobs, and a running worker exits when it loses its scheduler (at the latest after
 ``death-timeout``). What neither covers: worker jobs still *queued* when the notebook ends (and
-any worker left behind by a killed kernel or a crashed node). Those are this daemon's job.
+any worker left behind by a killed kernel or a crashed node). On HTCondor the worker jobs carry a
+lease their kernel renews and the batch schedd removes them itself (appliance/notebook/job_lease.py);
+Slurm has no such mechanism, so this daemon does it.
 
-The site's Dask configuration (minisite/dask/appliance.yaml) tags every worker job a notebook
-submits with the notebook's own batch job: HTCondor ``JbaNotebookJob = "<GlobalJobId>"``, Slurm
-the job name ``dask-nb<job id>``. Every ``interval`` seconds, one query per schedd / one
-``squeue`` for all users: a tagged job is removed when the notebook job it names is not running
-with the same owner. A tag is set by the job's owner, so it only ever removes the owner's own jobs,
-the ones they asked to be tied to that notebook. Queries are ordered so that a worker submitted
-during a pass is never judged against an older list of notebooks (workers first, then notebooks;
-Slurm: one snapshot).
-
-Identities: HTCondor as the hub's service identity (IDTOKEN, a QUEUE_SUPER_USER of the worker
-schedds); Slurm as root (a Slurm operator), like the hub's own ``scancel``.
+The site's Dask configuration names every Slurm worker job a notebook submits ``dask-nb<job id of
+the notebook>``. Every ``interval`` seconds, one ``squeue --json`` for all users: a job so named is
+cancelled when the notebook job it names is not running with the same owner. The name is set by
+the job's owner, so this only ever removes the owner's own jobs, the ones she tied to that
+notebook (a name pointing at another user's notebook protects nothing: the owners differ). One
+snapshot holds workers and notebooks, so a worker submitted meanwhile is never judged against an
+older list of notebooks. It runs as root, a Slurm operator, like the hub's own ``scancel``.
 
 Options (each also from the environment, ``APPLIANCE_REAPER_<OPTION>``): see ``--help``.
 """
@@ -37,18 +35,13 @@ log = logging.getLogger("appliance.worker_reaper")
 
 SLURM_WORKER_RE = re.compile(r"^dask-nb(\d+)$")
 LIVE_SLURM = {"PENDING", "RUNNING", "SUSPENDED", "CONFIGURING", "REQUEUED", "RESIZING"}
-# HTCondor JobStatus: 1 idle, 2 running, 5 held, 6 transferring, 7 suspended (3/4: removed/done).
-HTCONDOR_WORKER_CONSTRAINT = ('JbaNotebookJob =!= undefined && JbaNotebookJob != "" '
-                              "&& JobStatus =!= 3 && JobStatus =!= 4")
-HTCONDOR_NOTEBOOK_CONSTRAINT = "JobStatus == 2"
-REASON = "its notebook has ended (appliance worker reaper)"
 
 
 @dataclass(frozen=True)
 class TaggedJob:
-    job_id: str    # HTCondor "cluster.proc", Slurm "123"
+    job_id: str
     owner: str
-    notebook: str  # HTCondor GlobalJobId, Slurm job id
+    notebook: str  # the notebook's job id
 
 
 def orphans(workers: Iterable[TaggedJob], running: set[tuple[str, str]]) -> list[TaggedJob]:
@@ -91,49 +84,6 @@ class SlurmSide:
         return dead
 
 
-# ---------------------------------------------------------------------------------- HTCondor
-def parse_schedd(spec: str) -> tuple[str, Optional[str]]:
-    """``SCHEDD[@COLLECTOR]`` -> (schedd name, collector or None)."""
-    name, _, coll = spec.partition("@")
-    return name, coll or None
-
-
-class HTCondorSide:
-    def __init__(self, notebook_schedd: str, worker_schedds: list[str]):
-        self.notebook_schedd = parse_schedd(notebook_schedd)
-        self.worker_schedds = [parse_schedd(s) for s in worker_schedds]
-        import htcondor2
-
-        self.htc = htcondor2
-
-    def _schedd(self, name: str, collector: Optional[str]):
-        coll = self.htc.Collector(collector) if collector else self.htc.Collector()
-        return self.htc.Schedd(coll.locate(self.htc.DaemonType.Schedd, name))
-
-    def pass_once(self) -> list[TaggedJob]:
-        found = []  # (schedd, [TaggedJob])
-        for name, coll in self.worker_schedds:
-            schedd = self._schedd(name, coll)
-            ads = schedd.query(constraint=HTCONDOR_WORKER_CONSTRAINT,
-                               projection=["ClusterId", "ProcId", "Owner", "JbaNotebookJob"])
-            jobs = [TaggedJob(f"{int(a['ClusterId'])}.{int(a['ProcId'])}", str(a.get("Owner", "")),
-                              str(a.get("JbaNotebookJob", ""))) for a in ads]
-            if jobs:
-                found.append((schedd, jobs))
-        if not found:
-            return []
-        nb = self._schedd(*self.notebook_schedd).query(
-            constraint=HTCONDOR_NOTEBOOK_CONSTRAINT, projection=["GlobalJobId", "Owner"])
-        running = {(str(a.get("Owner", "")), str(a.get("GlobalJobId", ""))) for a in nb}
-        removed = []
-        for schedd, jobs in found:
-            dead = orphans(jobs, running)
-            if dead:
-                schedd.act(self.htc.JobAction.Remove, [w.job_id for w in dead], reason=REASON)
-                removed += dead
-        return removed
-
-
 # ------------------------------------------------------------------------------------- main
 def _env(name: str, default: str = "") -> str:
     return os.environ.get("APPLIANCE_REAPER_" + name, default)
@@ -143,10 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="appliance-worker-reaper", description=__doc__.split("\n")[0])
     ap.add_argument("--interval", type=float, default=float(_env("INTERVAL", "10")),
                     help="seconds between passes (default 10)")
-    ap.add_argument("--htcondor-notebook-schedd", default=_env("HTCONDOR_NOTEBOOK_SCHEDD"),
-                    help="SCHEDD[@COLLECTOR] that runs the notebooks ('' = no HTCondor)")
-    ap.add_argument("--htcondor-worker-schedds", default=_env("HTCONDOR_WORKER_SCHEDDS"),
-                    help="comma list of SCHEDD[@COLLECTOR] that notebooks submit workers to")
     ap.add_argument("--slurm", choices=("yes", "no"), default=_env("SLURM", "no"))
     ap.add_argument("--squeue", default=_env("SQUEUE", "/usr/bin/squeue"))
     ap.add_argument("--scancel", default=_env("SCANCEL", "/usr/bin/scancel"))
@@ -172,13 +118,10 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sides: list = []
-    if args.htcondor_notebook_schedd and args.htcondor_worker_schedds:
-        sides.append(HTCondorSide(args.htcondor_notebook_schedd,
-                                  [s.strip() for s in args.htcondor_worker_schedds.split(",") if s.strip()]))
     if args.slurm == "yes":
         sides.append(SlurmSide(args.squeue, args.scancel))
     if not sides:
-        log.warning("nothing to watch (no HTCondor schedds, Slurm off): idle")
+        log.warning("nothing to watch (Slurm off): idle")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

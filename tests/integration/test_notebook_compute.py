@@ -329,8 +329,8 @@ def notebook_ends_and_workers_go(alice: HubClient, cls: str, live, n: int, runni
 
 
 def test_htcondor_workers_go_when_the_notebook_crashes(nb):
-    # Killed right after the jobs are queued (the main pool's negotiator has not matched them yet):
-    # no worker ever starts, no kernel cleans up; the appliance's reaper must remove them.
+    # Killed right after the jobs are queued (the main pool's negotiator may not have matched them
+    # yet): no kernel cleans up, nobody renews the jobs' lease; the batch schedd removes them.
     notebook_ends_and_workers_go(nb["alice"], "HTCondorCluster", live_condor_workers, n=2, running=0,
                                  how="crash")
 

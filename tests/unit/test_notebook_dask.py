@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from appliance import worker_reaper
-from appliance.notebook import dashboard_guard, extension, jobinfo, tls
+from appliance.notebook import dashboard_guard, extension, job_lease, jobinfo, tls
 
 AD = '''ClusterId = 12
 GlobalJobId = "lane.mini.test#12.0#1764600000"
@@ -278,10 +278,10 @@ def test_guard_checks_requests_on_connections_from_before_it(monkeypatch):
 # ------------------------------------------------------------------------------------ reaper
 def test_orphans_are_tagged_jobs_whose_notebook_is_not_running_for_the_same_owner():
     T = worker_reaper.TaggedJob
-    workers = [T("1.0", "alice", "lane#5.0#1"), T("2.0", "alice", "lane#6.0#1"),
-               T("3.0", "bob", "lane#5.0#1")]  # bob tagged alice's notebook: not his
-    dead = worker_reaper.orphans(workers, {("alice", "lane#5.0#1")})
-    assert [w.job_id for w in dead] == ["2.0", "3.0"]
+    workers = [T("11", "alice", "5"), T("12", "alice", "6"),
+               T("13", "bob", "5")]  # bob tied his job to alice's notebook: not his
+    dead = worker_reaper.orphans(workers, {("alice", "5")})
+    assert [w.job_id for w in dead] == ["12", "13"]
 
 
 def test_slurm_snapshot_reads_one_squeue_answer():
@@ -317,9 +317,7 @@ def test_slurm_side_cancels_only_orphans(tmp_path):
     assert [w.job_id for w in dead] == ["21"] and log.read_text().split() == ["21"]
 
 
-def test_schedd_spec_and_options():
-    assert worker_reaper.parse_schedd("schedd.mini.test@cm.mini.test") == ("schedd.mini.test", "cm.mini.test")
-    assert worker_reaper.parse_schedd("lane") == ("lane", None)
+def test_reaper_options():
     args = worker_reaper.build_parser().parse_args(["--interval", "5", "--slurm", "yes"])
     assert args.interval == 5 and args.slurm == "yes"
 
@@ -373,3 +371,27 @@ def test_openssl_workaround_clears_a_stale_error_before_the_next_ssl_call(monkey
         c.close()
         box["s"].close()
         ls.close()
+
+
+# --------------------------------------------------------------------------- HTCondor lease
+def test_lease_renewal_command():
+    argv = job_lease.qedit_argv("exec1.mini.test:123:1764600000", now=1764600100.7, lease=40)
+    assert argv[:2] == ["condor_qedit", "-constraint"]
+    assert 'JbaDaskKernel == "exec1.mini.test:123:1764600000"' in argv[2]
+    assert "JbaDaskWorker =?= true" in argv[2] and "JobStatus =!= 4" in argv[2]
+    assert argv[3:] == ["JbaLeaseExpiry", str(1764600100 + 40)]
+    with pytest.raises(ValueError):
+        job_lease.qedit_argv('x" || true || "', now=0)
+
+
+def test_site_config_lease_matches_the_renewer():
+    import yaml
+
+    here = os.path.dirname(__file__)
+    conf = yaml.safe_load(open(os.path.join(here, "..", "..", "minisite", "dask", "appliance.yaml")))
+    extra = conf["jobqueue"]["htcondor"]["job-extra-directives"]
+    assert extra["MY.JbaLeaseExpiry"] == f"QDate + {job_lease.LEASE}"
+    assert "time() > JbaLeaseExpiry" in extra["periodic_remove"]
+    assert "APPLIANCE_DASK_KERNEL" in extra["MY.JbaDaskKernel"]
+    assert "appliance_notebook.job_lease" in conf["distributed"]["scheduler"]["preload"]
+    assert job_lease.RENEW * 3 < job_lease.LEASE  # three renewals may fail in a row
