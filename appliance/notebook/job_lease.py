@@ -46,6 +46,12 @@ def qedit_argv(tag: str, now: float, lease: int = LEASE) -> list[str]:
     return ["condor_qedit", "-constraint", constraint, "JbaLeaseExpiry", str(int(now) + lease)]
 
 
+def no_job_matched(stderr: str) -> bool:
+    """condor_qedit's answer when the constraint matches no job (the cluster has none yet, or all
+    are gone): not a failure. A connection or authentication failure reads differently."""
+    return "by constraint" in stderr and "No attributes were set" in stderr
+
+
 def _alive(scheduler) -> bool:
     return getattr(getattr(scheduler, "status", None), "name", "running") not in (
         "closing", "closed", "failed", "closing_gracefully")
@@ -63,8 +69,7 @@ async def _renew_while_alive(scheduler, tag: str) -> None:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
             _, err = await asyncio.wait_for(proc.communicate(), timeout=RENEW * 2)
-            # "no jobs matched" is not an error: the cluster may have no jobs (yet).
-            if proc.returncode and b"matched" not in err.lower():
+            if proc.returncode and not no_job_matched(err.decode(errors="replace")):
                 logger.warning("lease renewal failed: %s", err.decode(errors="replace").strip()[-300:])
         except Exception as e:
             logger.warning("lease renewal failed: %s", e)

@@ -384,6 +384,14 @@ def test_lease_renewal_command():
         job_lease.qedit_argv('x" || true || "', now=0)
 
 
+def test_lease_no_job_yet_is_not_a_failure():
+    assert job_lease.no_job_matched(
+        'Failed to set attribute "JbaLeaseExpiry" by constraint: ( (JbaDaskKernel == "x") )\n'
+        "Queue transaction failed.  No attributes were set.\n")
+    assert not job_lease.no_job_matched("ERROR: Failed to connect to queue manager schedd.mini.test\n"
+                                        "AUTHENTICATE:1003:Failed to authenticate with any method\n")
+
+
 def test_site_config_lease_matches_the_renewer():
     import yaml
 
