@@ -12,7 +12,7 @@
   notebook that ends (crashes, or is stopped) leaves none after a minute (worker reaper).
 
 One notebook per user and backend for the whole module (alice switches from HTCondor to Slurm
-half-way: one server per user). Runtime ~5 min, mostly the main pool's stock negotiator and the
+half-way: one server per user). Runtime ~3 min (measured 2:47-3:26), mostly the main pool's stock negotiator and the
 2-minute ticket of `shortlived` (its wait overlaps the other tests).
 """
 
