@@ -19,5 +19,6 @@ if [ "${FULL:-0}" = 1 ] || [ $bad = 1 ]; then
     podman network rm -f "$net" >/dev/null 2>&1 || true
   done
 fi
-podman pod ls --filter name=pod_$P -q | xargs -r podman pod rm -f >/dev/null 2>&1 || true
+# The name filter is a regular expression: anchor it, or project jba would also take pod_jba4 & co.
+podman pod ls --filter "name=^pod_${P}\$" -q | xargs -r podman pod rm -f >/dev/null 2>&1 || true
 exit 0

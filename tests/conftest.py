@@ -171,51 +171,114 @@ class HubClient:
     def user_api(self, method: str, path: str, **kw):
         import requests
 
+        owner = kw.pop("owner", None)
         with requests.Session() as s:
             s.trust_env = False
-            return s.request(method, f"{self.base}/user/{self.user}{path}",
+            return s.request(method, self.user_url(path, owner),
                              headers={"Authorization": f"token {self.token}"}, verify=ca_bundle(),
                              timeout=kw.pop("timeout", 60), **kw)
 
-    def run_code(self, code: str, timeout: float = 60) -> str:
-        """Start a kernel through the proxy, execute code over the websocket, return its output."""
+    def user_url(self, path: str = "", owner: str | None = None) -> str:
+        """URL of ``path`` on ``owner``'s server (default: this client's user)."""
+        return f"{self.base}/user/{owner or self.user}{path}"
+
+    def _ws(self, url_path: str, timeout: float, owner: str | None = None):
         import websocket
 
+        url = self.user_url(url_path, owner).replace("https://", "wss://", 1)
+        return websocket.create_connection(url, header=[f"Authorization: token {self.token}"],
+                                           sslopt={"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": ca_bundle()},
+                                           timeout=timeout)
+
+    def kernel(self, timeout: float = 60) -> "Kernel":
+        """A new kernel in the user's server, kept until ``close()`` (or the ``with`` block ends)."""
         r = self.user_api("POST", "/api/kernels", json={"name": "python3"})
         r.raise_for_status()
         kid = r.json()["id"]
-        ws_url = self.base.replace("https://", "wss://") + f"/user/{self.user}/api/kernels/{kid}/channels"
-        ws = websocket.create_connection(ws_url, header=[f"Authorization: token {self.token}"],
-                                         sslopt={"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": ca_bundle()},
-                                         timeout=timeout)
+        return Kernel(self, kid, self._ws(f"/api/kernels/{kid}/channels", timeout))
+
+    def run_code(self, code: str, timeout: float = 60) -> str:
+        """Start a kernel through the proxy, execute code over the websocket, return its output."""
+        with self.kernel(timeout) as k:
+            return k.run(code, timeout)
+
+    def run_terminal(self, command: str, timeout: float = 60) -> str:
+        """Run a shell command in a new JupyterLab terminal (terminado websocket); its output."""
+        r = self.user_api("POST", "/api/terminals")
+        r.raise_for_status()
+        name = r.json()["name"]
+        marker = uuid.uuid4().hex
+        ws = self._ws(f"/terminals/websocket/{name}", timeout)
         try:
-            msg_id = uuid.uuid4().hex
-            ws.send(json.dumps({
-                "header": {"msg_id": msg_id, "username": self.user, "session": uuid.uuid4().hex,
-                           "msg_type": "execute_request", "version": "5.3"},
-                "parent_header": {}, "metadata": {}, "channel": "shell",
-                "content": {"code": code, "silent": False, "store_history": False,
-                            "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-            }))
-            out = []
-            deadline = time.monotonic() + timeout
+            # The end marker is printed by the shell, not echoed: it is split in the command line.
+            ws.send(json.dumps(["stdin", f"{command}; echo {marker[:8]}\"\"{marker[8:]} $?\r"]))
+            out, deadline = [], time.monotonic() + timeout
             while time.monotonic() < deadline:
                 m = json.loads(ws.recv())
-                if m.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                t = m["msg_type"]
-                if t == "stream":
-                    out.append(m["content"]["text"])
-                elif t == "execute_result":
-                    out.append(m["content"]["data"].get("text/plain", ""))
-                elif t == "error":
-                    raise AssertionError("kernel error: " + "\n".join(m["content"]["traceback"]))
-                elif t == "status" and m["content"]["execution_state"] == "idle" and out:
-                    break
-            return "".join(out)
+                if m[0] == "stdout":
+                    out.append(m[1])
+                    text = "".join(out)
+                    found = re.search(marker + r" (\d+)", text)
+                    if found:
+                        return text[:found.start()] + f"[exit {found.group(1)}]"
+            raise AssertionError(f"terminal command did not finish within {timeout}s: {''.join(out)[-2000:]}")
         finally:
             ws.close()
-            self.user_api("DELETE", f"/api/kernels/{kid}")
+            self.user_api("DELETE", f"/api/terminals/{name}")
+
+
+class Kernel:
+    """One kernel of a user's server: ``run(code)`` executes a cell and returns its output."""
+
+    def __init__(self, client: HubClient, kernel_id: str, ws):
+        self.client, self.id, self.ws = client, kernel_id, ws
+        self.session = uuid.uuid4().hex
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def run(self, code: str, timeout: float = 60) -> str:
+        msg_id = uuid.uuid4().hex
+        self.ws.settimeout(timeout)
+        self.ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "username": self.client.user, "session": self.session,
+                       "msg_type": "execute_request", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False,
+                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+        }))
+        out = []
+        busy_seen = False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = json.loads(self.ws.recv())
+            if m.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            t = m["msg_type"]
+            if t == "stream":
+                out.append(m["content"]["text"])
+            elif t in ("execute_result", "display_data"):
+                out.append(m["content"]["data"].get("text/plain", ""))
+            elif t == "error":
+                raise AssertionError("kernel error: " + "\n".join(m["content"]["traceback"])
+                                     + ("\noutput before the error:\n" + "".join(out)[-3000:] if out else ""))
+            elif t == "status" and m["content"]["execution_state"] == "busy":
+                busy_seen = True
+            elif t == "status" and m["content"]["execution_state"] == "idle" and busy_seen:
+                return "".join(out)
+        raise AssertionError(f"cell did not finish within {timeout}s; output so far: {''.join(out)[-2000:]}")
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        finally:
+            try:
+                self.client.user_api("DELETE", f"/api/kernels/{self.id}")
+            except Exception:
+                pass
 
 
 @pytest.fixture(scope="session")
