@@ -122,7 +122,7 @@ def ensure_stopped(client: HubClient) -> None:
 # ---------------------------------------------------------------------------------- tests
 
 
-def test_login_stores_ticket_in_lane_credd_within_a_second(site):
+def test_login_stores_ticket_in_lane_credd_before_the_login_answers(site):
     before, before_mtime = node_cred("condor-lane", "alice")
     alice, t0, t1 = login("alice")
     cc, mtime = node_cred("condor-lane", "alice")
@@ -136,7 +136,9 @@ def test_login_stores_ticket_in_lane_credd_within_a_second(site):
     stored_after = mtime - t0
     print(f"login request -> ticket in the lane credd: {stored_after:.3f} s "
           f"(login request took {t1 - t0:.3f} s)")
-    assert stored_after < 1.0, stored_after
+    # the hand-over is part of the login: stored before the login's answer (mtimes: whole seconds);
+    # how long it took is a figure (printed above, docs/credentials.md), not a timed assertion
+    assert int(t0) <= mtime <= t1 + 1, (t0, mtime, t1)
     assert mtime > before_mtime
     # the lane's credmon has made the .cc, and the credd says so to the bridge identity
     cc2, cc_mtime = node_cred("condor-lane", "alice", "cc")
