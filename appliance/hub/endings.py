@@ -11,12 +11,14 @@ by the idle culler, by the start timeout.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Optional
 
 from traitlets import Bool, Float, HasTraits
 
 from .outcomes import Outcome
+from .submission import HELPER_ENV, helper_argv
 from .scheduler.base import DONE, HELD, PENDING, JobStatus
 from .session import end_outcome, failure_outcome
 
@@ -45,6 +47,23 @@ class SessionEndings(HasTraits):
         """Keep ``outcome`` as the user's last one (saved with the state)."""
         self.last_outcome = outcome
         self.log.info("%s: outcome %s: %s", self._log_name, outcome.kind, outcome.message)
+
+    async def rewrite_end_file(self, end: float) -> None:
+        """After an extension: the job's ``<name>.end`` file (appliance-launch made it) gets the
+        new end, written by the submit helper as the user (never by the hub as root)."""
+        if not self.env_path or not self.env_path.endswith(".json"):
+            self.log.info("%s: end-time file unknown (hub restarted); JOB_END_TIME_FILE keeps "
+                          "the old end", self._log_name)
+            return
+        request = {"action": "end-time", "path": self.env_path[:-5] + ".end", "end": int(end)}
+        proc = await asyncio.create_subprocess_exec(
+            *helper_argv(self.submit_helper_command, self.user.name),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=dict(HELPER_ENV))
+        out, err = await proc.communicate(json.dumps(request).encode())
+        if proc.returncode != 0:
+            self.log.warning("%s: end-time file not rewritten: %s", self._log_name,
+                             (out or err).decode(errors="replace")[-300:])
 
     # -- following a running job -----------------------------------------------------------
     def _follow(self, watcher) -> None:

@@ -269,7 +269,8 @@ class BatchSpawner(SessionEndings, Spawner):
     def get_state(self):
         state = super().get_state()
         if self.job_id:
-            state.update(job_id=self.job_id, backend=self.backend, job_host=self.job_host)
+            state.update(job_id=self.job_id, backend=self.backend, job_host=self.job_host,
+                         env_path=self.env_path)
         if self.last_outcome is not None:
             state["last_outcome"] = self.last_outcome.to_state()
         return state
@@ -279,6 +280,7 @@ class BatchSpawner(SessionEndings, Spawner):
         self.job_id = state.get("job_id", "")
         self.backend = state.get("backend", "")
         self.job_host = state.get("job_host", "")
+        self.env_path = state.get("env_path", "")
         self.last_outcome = Outcome.from_state(state.get("last_outcome")) or self.last_outcome
 
     def clear_state(self):
