@@ -4,7 +4,7 @@ c = get_config()  # noqa: F821
 c.JupyterHub.hub_connect_url = "http://appliance.mini.test:8081"
 c.BatchSpawner.default_backend = "htcondor"
 c.BatchSpawner.max_cpus = 4
-c.BatchSpawner.max_memory_gb = 8
+c.BatchSpawner.max_memory_gb = 64  # above every node: the capacity check, not the bound, refuses (issue 11)
 c.BatchSpawner.port_range = (40000, 41000)
 c.JupyterHub.admin_users = set()  # no admins in the demo; add e.g. {"alice"} to try the admin page
 
