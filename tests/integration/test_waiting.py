@@ -70,6 +70,24 @@ def progress_events(c, until, timeout: float = 90) -> list[dict]:
     return events
 
 
+@pytest.fixture
+def client_for(client_for):
+    """conftest's client_for, and every server it made is stopped after the test."""
+    made = []
+
+    def make(user):
+        c = client_for(user)
+        made.append(c)
+        return c
+    yield make
+    for c in made:
+        try:
+            if "" in c.user_model().get("servers", {}):
+                c.stop()
+        except Exception as e:  # the next test's own checks will say what is left
+            print(f"cleanup of {c.user}: {e}")
+
+
 @pytest.fixture(autouse=True)
 def clean():
     ctl("scancel -u alice -u bob -u carol; scontrol update nodename=node1 state=resume 2>/dev/null;"
@@ -159,11 +177,12 @@ def test_condor_hold_of_a_running_and_a_pending_job(client_for, site):
 
 
 def test_slurm_jhub_full_expected_start_then_hold(client_for):
-    # jhub (2 nodes x 8 cores, 40 jobs per core) filled with 80 whole-node batch jobs of bob
-    ctl("runuser -u bob -- sbatch -p jhub -J fill -c 8 --time=10 --array=0-79 --chdir=/home/bob "
+    # jhub for alice is node1 (node2 is in the belle2 reservation): 8 cores, 40 jobs per core,
+    # filled with 40 whole-node batch jobs of bob
+    ctl("runuser -u bob -- sbatch -p jhub -J fill -c 8 --time=10 --array=0-39 --chdir=/home/bob "
         "-o /dev/null --wrap='sleep 900'")
-    wait_for("jhub full", lambda: ctl("squeue -h -p jhub -n fill -t R | wc -l").strip() == "80",
-             timeout=60, interval=1)
+    wait_for("jhub full", lambda: ctl("squeue -h -p jhub -n fill -t R | wc -l").strip() == "40",
+             timeout=90, interval=1)
     alice = client_for("alice")
     assert alice.spawn({"backend": "slurm"}).status_code in (201, 202)
     t0 = time.monotonic()
