@@ -475,8 +475,9 @@ class BatchSpawner(SessionEndings, Spawner):
 
     async def stop(self, now=False):
         timer = self._timer
-        if timer is not None and timer.outcome is None and self._spawn_pending:
-            # JupyterHub stops a pending spawn when the user cancels it or start_timeout passed.
+        if timer is not None and timer.outcome is None:
+            # JupyterHub stops a pending spawn when the user cancels it or start_timeout passed
+            # (User.stop clears _spawn_pending before it calls us: the unfinished timer tells).
             timed_out = time.monotonic() - timer.started >= self.start_timeout - 1
             if timer.current == "queue":
                 timer.pending_result("cancelled")
