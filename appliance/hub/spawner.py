@@ -351,7 +351,8 @@ class BatchSpawner(SessionEndings, Spawner):
         try:
             url = await self._start_job(sched, watcher, opts, timer)
         except asyncio.CancelledError:
-            timer.finish("cancelled")
+            # JupyterHub cancels a pending start when the user presses Stop, or at start_timeout
+            self._pending_stopped(timer)
             raise
         except Exception as e:
             st = watcher.jobs.get(self.job_id) if self.job_id else None
@@ -473,16 +474,17 @@ class BatchSpawner(SessionEndings, Spawner):
             await self._ended_by_itself(watcher, st)
         return 1
 
+    def _pending_stopped(self, timer: metrics.SpawnTimer) -> None:
+        timed_out = time.monotonic() - timer.started >= self.start_timeout - 1
+        if timer.current == "queue":
+            timer.pending_result("cancelled")
+        timer.finish("timed_out" if timed_out else "cancelled")
+        self._stopped_pending(timed_out)
+
     async def stop(self, now=False):
         timer = self._timer
         if timer is not None and timer.outcome is None:
-            # JupyterHub stops a pending spawn when the user cancels it or start_timeout passed
-            # (User.stop clears _spawn_pending before it calls us: the unfinished timer tells).
-            timed_out = time.monotonic() - timer.started >= self.start_timeout - 1
-            if timer.current == "queue":
-                timer.pending_result("cancelled")
-            timer.finish("timed_out" if timed_out else "cancelled")
-            self._stopped_pending(timed_out)
+            self._pending_stopped(timer)  # a start JupyterHub gave up on without cancelling it
         self._stopped()
         if self.job_id and self.backend:
             job = self._job(self.registry.scheduler(self.backend),
