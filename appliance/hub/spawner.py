@@ -472,7 +472,16 @@ class BatchSpawner(SessionEndings, Spawner):
             return None
         if not self._outcome_final:
             await self._ended_by_itself(watcher, st)
+        self._remove_env_file()  # stop() is not called for a server that is gone
         return 1
+
+    def _remove_env_file(self) -> None:
+        """The job's private env file (hub API token inside) if the launcher did not consume it."""
+        if self.env_path:
+            try:
+                os.unlink(self.env_path)
+            except OSError:
+                pass
 
     def _pending_stopped(self, timer: metrics.SpawnTimer) -> None:
         timed_out = time.monotonic() - timer.started >= self.start_timeout - 1
@@ -492,10 +501,6 @@ class BatchSpawner(SessionEndings, Spawner):
             await job.cancel()
             if not now:
                 await job.gone(timeout=self.stop_timeout)
-        if self.env_path:
-            try:
-                os.unlink(self.env_path)
-            except OSError:
-                pass
+        self._remove_env_file()
         self.job_id = ""
         self.job_host = ""
