@@ -9,7 +9,12 @@ Standard library only, one file, so a site can drop it on nodes next to any Pyth
 2. Picks a free TCP port in the configured range (random order, bind test).
 3. Reports the port to the hub (``POST $JUPYTERHUB_API_URL/batch/port`` with the server's own token).
    The hub takes the host from the scheduler, never from here.
-4. Execs ``jupyterhub-singleuser`` (or the given command) bound to that port.
+4. Sets ``JOB_END_TIME`` (seconds since the epoch when the job's wall-clock limit ends: Slurm's
+   ``SLURM_JOB_END_TIME``, HTCondor's job ad ``JobCurrentStartDate + AllowedJobDuration``, else
+   now + ``APPLIANCE_RUNTIME_SECONDS``) and writes it to a small file next to the env file
+   (``JOB_END_TIME_FILE``, ``~/.jupyterhub-batch/<job>.end``), which the hub rewrites when the
+   session is extended, so notebooks and tools can read it.
+5. Execs ``jupyterhub-singleuser`` (or the given command) bound to that port.
 
 Usage: appliance-launch --env-file FILE --port-range LO-HI [-- command args...]
 """
@@ -100,6 +105,47 @@ def report_port(api_url: str, token: str, port: int, tries: int = 10) -> None:
     raise SystemExit("appliance-launch: could not report the port to the hub")
 
 
+def _job_ad_numbers(path: str, names: tuple) -> dict:
+    out = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key, sep, value = line.partition("=")
+                if sep and key.strip() in names:
+                    try:
+                        out[key.strip()] = int(float(value.strip()))
+                    except ValueError:
+                        pass
+    except OSError:
+        pass
+    return out
+
+
+def job_end_time(env: dict, now: float) -> "int | None":
+    """When this job's wall-clock limit ends (see module doc), or None if unknown."""
+    end = env.get("SLURM_JOB_END_TIME", "")
+    if end.isdigit() and int(end) > 0:
+        return int(end)
+    ad = env.get("_CONDOR_JOB_AD")
+    if ad:
+        nums = _job_ad_numbers(ad, ("JobCurrentStartDate", "AllowedJobDuration"))
+        if len(nums) == 2 and nums["AllowedJobDuration"] > 0:
+            return nums["JobCurrentStartDate"] + nums["AllowedJobDuration"]
+    runtime = env.get("APPLIANCE_RUNTIME_SECONDS", "")
+    return int(now) + int(runtime) if runtime.isdigit() else None
+
+
+def write_end_file(env_file: str, end: int) -> str:
+    """``<env file without .json>.end`` holding the end time (the user's own, 0600)."""
+    path = (env_file[:-5] if env_file.endswith(".json") else env_file) + ".end"
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{end}\n")
+    os.replace(tmp, path)
+    return path
+
+
 def parse_range(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"(\d{1,5})-(\d{1,5})", text)
     if not m:
@@ -119,6 +165,13 @@ def main(argv=None) -> None:
 
     env = read_env_file(args.env_file)
     os.environ.update(env)
+    end = job_end_time(dict(os.environ), time.time())
+    if end:
+        os.environ["JOB_END_TIME"] = str(end)
+        try:
+            os.environ["JOB_END_TIME_FILE"] = write_end_file(args.env_file, end)
+        except OSError as e:  # the variable still says it
+            print(f"appliance-launch: could not write the end-time file: {e}", file=sys.stderr)
     # Default: jupyterhub-singleuser next to this interpreter, else on PATH.
     command = args.command or [
         os.path.join(os.path.dirname(sys.executable), "jupyterhub-singleuser")

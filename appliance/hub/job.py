@@ -43,7 +43,7 @@ class Waits:
 class NotebookJob:
     def __init__(self, job_id: str, backend: str, scheduler: Scheduler,
                  watcher: Optional[JobWatcher], *, job_dir: str, waits: Waits,
-                 emit: Callable[[str, int], None], log: logging.Logger):
+                 emit: Callable[..., None], log: logging.Logger):
         self.job_id, self.backend, self.scheduler, self.watcher = job_id, backend, scheduler, watcher
         self.job_dir, self.waits, self.emit, self.log = job_dir, waits, emit, log
 
@@ -76,11 +76,14 @@ class NotebookJob:
             if fatal:
                 await self.cancel()
                 raise SpawnError(fatal)
+            wait = self.scheduler.waiting(st)
             msg = f"Job {self.job_id} waiting in the {self.scheduler.name} queue" + (
                 f": {st.reason}" if st.reason else ""
-            )
+            ) + (f" ({wait['text']})" if wait.get("text") else "")
             if msg != last_msg:
-                self.emit(msg, 40)
+                # the pending page shows these live (job id, state, reason, occupancy/start)
+                self.emit(msg, 40, {"job_id": self.job_id, "backend": self.backend,
+                                    "state": st.state, "reason": st.reason, **wait})
                 last_msg = msg
             await self.watcher.wait_update(timeout=self.waits.status_timeout)
 

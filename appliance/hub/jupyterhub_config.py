@@ -9,6 +9,7 @@ import socket
 
 import appliance.hub as _hub_pkg
 from appliance.hub.handlers import default_handlers
+from appliance.hub.session_api import session_handlers
 from appliance.hub.spawner import BatchSpawner
 
 c = get_config()  # noqa: F821  (provided by JupyterHub)
@@ -33,7 +34,7 @@ c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
 # Also the interval at which the hub re-checks CHP's routes (re-adding them after a proxy restart).
 c.JupyterHub.last_activity_interval = 30
-c.JupyterHub.extra_handlers = list(default_handlers)
+c.JupyterHub.extra_handlers = list(default_handlers) + list(session_handlers)
 c.JupyterHub.allow_named_servers = False
 c.JupyterHub.template_vars = {"appliance": True}
 # The home page adds the user's Kerberos credential state (templates/home.html extends the stock
@@ -60,6 +61,12 @@ for _fragment in sorted(glob.glob(os.path.join(os.path.dirname(_hub_pkg.__file__
 _site = os.environ.get("APPLIANCE_CONFIG", "/etc/appliance/appliance_config.py")
 if os.path.exists(_site):
     load_subconfig(_site)  # noqa: F821
+
+# Idle culling (appliance/hub/culling.py): the hub-managed jupyterhub-idle-culler, when the site
+# set c.IdleCulling.timeouts (after the site config: it decides).
+from appliance.hub.culling import configure as _configure_culling  # noqa: E402
+
+_configure_culling(c)
 
 # Settings that can be wrong (port_range, bounds, default_backend, ...) fail here, at hub start,
 # naming the setting, instead of at the first spawn.

@@ -34,8 +34,10 @@ from . import metrics
 from .bridge import CredentialBridge, CredentialUnavailable
 from .form import form_context, options_from_form, render_form
 from .job import NotebookJob, SpawnError, Waits
+from .endings import SessionEndings
+from .outcomes import Outcome
 from .registry import Registry, hub_registry
-from .scheduler.base import DONE, HELD, Scheduler, SubmitError
+from .scheduler.base import DONE, HELD, PENDING, Scheduler, SubmitError
 from .submission import helper_argv, helper_request, run_submit_helper, submit_request
 
 _BOUNDS = Bounds()  # the validator's defaults (appliance.options), written there once
@@ -44,7 +46,7 @@ PORT_MIN, PORT_MAX = 1024, 65535
 
 
 
-class BatchSpawner(Spawner):
+class BatchSpawner(SessionEndings, Spawner):
     """Spawn single-user servers as HTCondor or Slurm jobs (see module doc)."""
 
     scheduler_classes = Dict(
@@ -217,6 +219,8 @@ class BatchSpawner(Spawner):
         self._events: list[dict] = []
         self._events_changed = asyncio.Event()
         self.options: Optional[UserOptions] = None
+        self._runtime_seconds = 0
+        self._init_endings()
 
     # ---------------------------------------------------------------- options
     def bounds(self) -> Bounds:
@@ -240,6 +244,9 @@ class BatchSpawner(Spawner):
         except OptionsError as e:
             backend = (user_options or {}).get("backend") or spawner.default_backend or "unknown"
             metrics.record_refused(str(backend), e.field)
+            spawner.record(Outcome("refused", f"Refused before submission: {e}", time.time(),
+                                   backend=str(backend), extra={"field": e.field}))
+            await spawner._save()
             raise web.HTTPError(400, str(e)) from None
         spawner.options = opts
 
@@ -262,7 +269,10 @@ class BatchSpawner(Spawner):
     def get_state(self):
         state = super().get_state()
         if self.job_id:
-            state.update(job_id=self.job_id, backend=self.backend, job_host=self.job_host)
+            state.update(job_id=self.job_id, backend=self.backend, job_host=self.job_host,
+                         env_path=self.env_path)
+        if self.last_outcome is not None:
+            state["last_outcome"] = self.last_outcome.to_state()
         return state
 
     def load_state(self, state):
@@ -270,20 +280,27 @@ class BatchSpawner(Spawner):
         self.job_id = state.get("job_id", "")
         self.backend = state.get("backend", "")
         self.job_host = state.get("job_host", "")
+        self.env_path = state.get("env_path", "")
+        self.last_outcome = Outcome.from_state(state.get("last_outcome")) or self.last_outcome
 
     def clear_state(self):
+        # The last outcome stays: it is what the user sees after the server is gone.
         super().clear_state()
+        self._unfollow()
         self.job_id = ""
         self.backend = ""
         self.job_host = ""
         self._reported_port = None
 
     # ---------------------------------------------------------------- progress
-    def _emit(self, message: str, progress: Optional[int] = None) -> None:
+    def _emit(self, message: str, progress: Optional[int] = None,
+              detail: Optional[dict] = None) -> None:
         self.log.info("%s: %s", self._log_name, message)
         ev: dict[str, Any] = {"message": message}
         if progress is not None:
             ev["progress"] = progress
+        if detail:
+            ev["batch"] = detail  # job id, state, reason, occupancy / expected start (pending page)
         self._events.append(ev)
         self._events_changed.set()
 
@@ -314,6 +331,9 @@ class BatchSpawner(Spawner):
         if opts is not None:
             env.update(opts.env)
             env["JUPYTERHUB_DEFAULT_URL"] = "/tree" if opts.interface == "notebook" else "/lab"
+        if self._runtime_seconds:
+            # the launcher turns it into JOB_END_TIME (+ a file) when the job starts
+            env["APPLIANCE_RUNTIME_SECONDS"] = str(int(self._runtime_seconds))
         return {k: str(v) for k, v in env.items() if v is not None}
 
     async def start(self):
@@ -323,22 +343,27 @@ class BatchSpawner(Spawner):
         self._events = []
         self._port_event.clear()
         self._reported_port = None
+        self._outcome_final = False
+        self.cull_notice = None
         sched = self.registry.scheduler(opts.backend)
         watcher = self.registry.watcher(opts.backend)
         timer = self._timer = metrics.SpawnTimer(opts.backend, metrics.spawn_lane(sched, opts))
         try:
             url = await self._start_job(sched, watcher, opts, timer)
         except asyncio.CancelledError:
-            timer.finish("cancelled")
+            # JupyterHub cancels a pending start when the user presses Stop, or at start_timeout
+            self._pending_stopped(timer)
             raise
-        except Exception:
+        except Exception as e:
             st = watcher.jobs.get(self.job_id) if self.job_id else None
             if st is not None and st.state == HELD:
                 timer.finish("held", cause="held")
             else:
                 timer.finish("failed")
+            await self._start_failed(e, opts.backend, st)
             raise
         timer.finish("started")
+        self._started(watcher)
         return url
 
     async def _start_job(self, sched: Scheduler, watcher, opts: UserOptions,
@@ -385,7 +410,8 @@ class BatchSpawner(Spawner):
             self._emit("Forwarding your Kerberos ticket", 5)
             with timer.phase("credential"):
                 submit_ccache = await self._forward_credential()
-        runtime = sched.runtime_seconds(self.user.name, opts, self.default_runtime_hours)
+        runtime = self._runtime_seconds = sched.runtime_seconds(self.user.name, opts,
+                                                                self.default_runtime_hours)
         request = submit_request(pw, self.name, uuid.uuid4().hex[:8], job_dir=self.job_dir,
                                  options=opts, port_range=self.port_range, ccache=submit_ccache,
                                  runtime_seconds=runtime)
@@ -438,31 +464,43 @@ class BatchSpawner(Spawner):
         # Right after a hub restart the cache may predate us: wait for one fresh answer.
         newer = time.monotonic() if watcher.updated == 0 else None
         st = await watcher.status(self.job_id, newer_than=newer)
-        if st is None or st.state == DONE:
-            return 1
-        if st.state == HELD:
-            self.log.warning("%s: job %s held: %s", self._log_name, self.job_id, st.reason)
-            return 1
-        return None
+        lost = st is not None and st.state == PENDING and bool(self.job_host) \
+            and not self._spawn_pending
+        if st is not None and st.state not in (DONE, HELD) and not lost:
+            if not self._spawn_pending:
+                self._follow(watcher)
+            return None
+        if not self._outcome_final:
+            await self._ended_by_itself(watcher, st)
+        self._remove_env_file()  # stop() is not called for a server that is gone
+        return 1
+
+    def _remove_env_file(self) -> None:
+        """The job's private env file (hub API token inside) if the launcher did not consume it."""
+        if self.env_path:
+            try:
+                os.unlink(self.env_path)
+            except OSError:
+                pass
+
+    def _pending_stopped(self, timer: metrics.SpawnTimer) -> None:
+        timed_out = time.monotonic() - timer.started >= self.start_timeout - 1
+        if timer.current == "queue":
+            timer.pending_result("cancelled")
+        timer.finish("timed_out" if timed_out else "cancelled")
+        self._stopped_pending(timed_out)
 
     async def stop(self, now=False):
         timer = self._timer
-        if timer is not None and timer.outcome is None and self._spawn_pending:
-            # JupyterHub stops a pending spawn when the user cancels it or start_timeout passed.
-            timed_out = time.monotonic() - timer.started >= self.start_timeout - 1
-            if timer.current == "queue":
-                timer.pending_result("cancelled")
-            timer.finish("timed_out" if timed_out else "cancelled")
+        if timer is not None and timer.outcome is None:
+            self._pending_stopped(timer)  # a start JupyterHub gave up on without cancelling it
+        self._stopped()
         if self.job_id and self.backend:
             job = self._job(self.registry.scheduler(self.backend),
                             self.registry.running_watcher(self.backend))
             await job.cancel()
             if not now:
                 await job.gone(timeout=self.stop_timeout)
-        if self.env_path:
-            try:
-                os.unlink(self.env_path)
-            except OSError:
-                pass
+        self._remove_env_file()
         self.job_id = ""
         self.job_host = ""

@@ -14,6 +14,13 @@ Request::
      "submit": {...backend specific, built from validated values...}}
 
 Answer: ``{"job_id": "..."}`` or ``{"error": "message for the user"}`` (exit status 1).
+
+The one other request, after the hub extended a running session::
+
+    {"action": "end-time", "path": "/home/USER/.jupyterhub-batch/<name>.end", "end": 1767225600}
+
+rewrites the job's end-time file (``appliance-launch`` made it at start) as the user; answer
+``{"ok": true}``.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import json
 import os
 import sys
 
-from appliance.privfile import create_in_dir
+from appliance.privfile import atomic_write, create_in_dir, open_dir
 
 
 def write_env_file(path: str, env: dict) -> None:
@@ -34,6 +41,25 @@ def write_env_file(path: str, env: dict) -> None:
         raise ValueError("env_path must be inside the user's home")
     data = json.dumps({str(k): str(v) for k, v in env.items()}).encode()
     create_in_dir(os.path.dirname(path), os.path.basename(path), data, mode=0o600, dir_mode=0o700)
+
+
+def _inside_home(path: str) -> str:
+    home = os.path.expanduser("~")
+    real = os.path.realpath(os.path.dirname(path))
+    if not (real == home or real.startswith(home.rstrip("/") + "/")):
+        raise ValueError("path must be inside the user's home")
+    return real
+
+
+def write_end_time(path: str, end) -> None:
+    """Replace the job's ``<name>.end`` file with the new end time (seconds since the epoch)."""
+    if not str(path).endswith(".end") or isinstance(end, bool) or not isinstance(end, int):
+        raise ValueError("end-time: a .end path and an integer end are required")
+    fd = open_dir(_inside_home(path))
+    try:
+        atomic_write(fd, os.path.basename(path), f"{end}\n".encode(), mode=0o600, uid=-1, gid=-1)
+    finally:
+        os.close(fd)
 
 
 def submit(request: dict) -> str:
@@ -56,6 +82,10 @@ def main() -> int:
     os.umask(0o077)
     try:
         request = json.loads(sys.stdin.read(1 << 20))
+        if request.get("action") == "end-time":
+            write_end_time(request.get("path", ""), request.get("end"))
+            json.dump({"ok": True}, sys.stdout)
+            return 0
         if request.get("env_path"):
             write_env_file(request["env_path"], request.get("env") or {})
         job_id = submit(request)

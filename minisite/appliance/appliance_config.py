@@ -4,7 +4,7 @@ c = get_config()  # noqa: F821
 c.JupyterHub.hub_connect_url = "http://appliance.mini.test:8081"
 c.BatchSpawner.default_backend = "htcondor"
 c.BatchSpawner.max_cpus = 4
-c.BatchSpawner.max_memory_gb = 8
+c.BatchSpawner.max_memory_gb = 64  # above every node: the capacity check, not the bound, refuses (issue 11)
 c.BatchSpawner.port_range = (40000, 41000)
 c.JupyterHub.admin_users = set()  # no admins in the demo; add e.g. {"alice"} to try the admin page
 
@@ -17,3 +17,14 @@ c.JupyterHub.last_activity_interval = 10  # route re-check after a proxy restart
 # The notebook lane refuses anything beyond these bounds (condor-config/lane/40-jba-lane-policy.conf,
 # JBA_MAX_*; tests/unit/test_lane_policy.py keeps the two equal).
 c.BatchSpawner.max_runtime_hours = 168
+
+# Honest waiting (issue 11; docs/user-guide.md "Waiting, holds and the end of a session"): short
+# intervals so the tests see holds, cancels and time limits within seconds. A site keeps the
+# defaults (10 s between status queries while nothing is pending).
+c.Scheduler.poll_interval = 2.0
+c.BatchSpawner.poll_interval = 5
+c.BatchSpawner.allow_extension = True
+# Idle culling per backend/partition: 4 h, and 40 s in the opportunistic partition "all" (short
+# so the test sees a cull there; no other test leaves a server idle in "all").
+c.IdleCulling.timeouts = {"htcondor": 4 * 3600, "slurm": 4 * 3600, "slurm/all": 40}
+c.IdleCulling.cull_every = 10

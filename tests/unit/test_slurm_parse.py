@@ -145,6 +145,9 @@ def test_job_state_flags():
 def test_job_details_travel_with_the_status():
     # everything fatal_reason needs is in the status itself, nothing stays behind in a scheduler
     jobs = parse_jobs(load("slurm_squeue_drained.json"))
-    assert jobs["19"].detail == JobMeta(user="alice", partition="jhub", reservation="",
-                                        features="", state_reason="ReqNodeNotAvail")
+    meta = jobs["19"].detail
+    assert (meta.user, meta.partition, meta.reservation, meta.features, meta.state_reason) == (
+        "alice", "jhub", "", "", "ReqNodeNotAvail")
+    # and what the pending page shows: Slurm's priority and submit time (queue position)
+    assert meta.priority == 1 and meta.submit_time and meta.submit_time > 1.7e9
     assert all(isinstance(j.detail, JobMeta) for j in jobs.values())

@@ -89,7 +89,23 @@ def test_hub_config_loads_the_site_file(monkeypatch, tmp_path):
     assert c.JupyterHub.template_paths == [str(templates)]
     assert (templates / "spawn_form.html").is_file()
     assert [h[0] for h in c.JupyterHub.extra_handlers] == [
-        "/api/batch/port", "/api/batch/options-schema", "/api/batch/credential"]
+        "/api/batch/port", "/api/batch/options-schema", "/api/batch/credential",
+        "/api/batch/session", "/api/batch/session/extend", "/api/batch/cull"]
+    # no idle limit set: no culler service
+    assert not any(s.get("name") == "idle-culler" for s in c.JupyterHub.services)
+
+
+def test_site_idle_limits_start_the_culler_service(monkeypatch, tmp_path):
+    c = load_hub_config(monkeypatch, tmp_path, "c.IdleCulling.timeouts = {'htcondor': 900, "
+                        "'slurm/jhub': 0, 'slurm': 1800}\nc.IdleCulling.cull_every = 30\n")
+    [svc] = [s for s in c.JupyterHub.services if s["name"] == "idle-culler"]
+    assert svc["command"][1:3] == ["-m", "jupyterhub_idle_culler"]
+    assert "--timeout=900" in svc["command"] and "--cull-every=30" in svc["command"]
+    assert svc["user"] == "cullsvc"
+    [role] = [r for r in c.JupyterHub.load_roles if r["name"] == "idle-culler"]
+    assert set(role["scopes"]) == {"list:users", "read:users:activity", "read:servers",
+                                   "delete:servers", "custom:batch:cull"}
+    assert "custom:batch:cull" in c.JupyterHub.custom_scopes
 
 
 def test_hub_config_refuses_a_wrong_site_setting_at_start(monkeypatch, tmp_path):

@@ -10,7 +10,12 @@ One spawner (``appliance.hub.spawner.BatchSpawner``) drives every backend throug
 * ``cancel(job_id)``: remove the job, as the hub's service identity.
 * ``describe_resources(user)``: what the form may offer this user (partitions, reservations, ...).
 * ``check_request(user, request)``: refuse (``OptionsError``) what this user may not ask for, before
-  anything is submitted.
+  anything is submitted (including what the cluster can never provide: ``capacity``).
+* ``capacity()``: the cached "largest ever possible" view (``capacity.CapacityView``).
+* ``waiting(status)``: live details of a pending job for the progress stream and pending page
+  (lane occupancy, expected start, queue position), from shared cached queries only.
+* ``last_words(job_id)``: what the scheduler still knows of a job that left its queue.
+* ``extend(job_id, seconds)``: move a running job's wall-clock limit (admins enable it).
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ class JobStatus:
     # What the backend learnt about the job beyond the above (e.g. Slurm's partition and pending
     # reason code), for its own fatal_reason: it travels with the status, not in the scheduler.
     detail: Any = None
+    ends_at: Optional[float] = None  # running: when the wall-clock limit ends it (epoch seconds)
+    started_at: Optional[float] = None  # running: when it started (epoch seconds)
+    code: Optional[int] = None  # held: the scheduler's reason code (HTCondor HoldReasonCode)
+    end_state: str = ""  # done: the scheduler's final word (Slurm TIMEOUT/CANCELLED/..., "removed")
 
 
 @dataclass
@@ -97,6 +106,26 @@ class Scheduler(LoggingConfigurable):
 
     async def check_request(self, user: str, options: UserOptions) -> None:
         """Raise OptionsError for what this user may not request. Default: nothing extra."""
+
+    async def capacity(self):
+        """The cached ``CapacityView`` of what this backend can ever provide (None: unknown)."""
+        return None
+
+    def waiting(self, status: JobStatus) -> dict[str, Any]:
+        """Live details of a pending job (``{}``: nothing beyond the status)."""
+        return {}
+
+    async def last_words(self, job_id: str) -> Optional[JobStatus]:
+        """The final status of a job that left the queue (history), or None if unknown."""
+        return None
+
+    def max_runtime_seconds(self, user: str, options: UserOptions, default_max_hours: float) -> int:
+        """The longest wall-clock limit a session with these options may have (extension cap)."""
+        return int(default_max_hours * 3600)
+
+    async def extend(self, job_id: str, limit_seconds: int) -> None:
+        """Set a running job's wall-clock limit to ``limit_seconds`` (from its start)."""
+        raise NotImplementedError(f"{self.name}: extending a session is not supported")
 
     def runtime_seconds(self, user: str, options: UserOptions, default_hours: float) -> int:
         """The job's wall-clock limit: the request's runtime, else ``default_hours`` (the spawner's

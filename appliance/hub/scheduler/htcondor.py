@@ -15,14 +15,19 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from typing import Any, Optional
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
-from traitlets import Bool, Dict, Unicode, default
+from traitlets import Bool, Dict, Float, Unicode, default
 
 from ...names import HTCONDOR_JOB_ID_RE
+from ...options import UserOptions
 from ...userside.htcondor import locate_schedd
 from .. import metrics
 from .base import DONE, HELD, PENDING, RUNNING, UNKNOWN, JobStatus, Scheduler, SubmitRequest
+from .capacity import CapacityView, check_fits, never_fits
+from .lane import SLOT_CONSTRAINT, SLOT_PROJECTION, Occupancy, parse_slots
 
 SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]*\Z")
 SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+\Z")
@@ -32,7 +37,18 @@ _STATUS = {1: PENDING, 2: RUNNING, 3: DONE, 4: DONE, 5: HELD, 6: RUNNING, 7: PEN
 PROJECTION = [
     "ClusterId", "ProcId", "JobStatus", "RemoteHost", "HoldReason", "LastRejMatchReason",
     "Owner", "JupyterHubUser", "NumShadowStarts", "LastHoldReason", "RemoveReason",
+    "HoldReasonCode", "HoldReasonSubCode", "JobCurrentStartDate", "AllowedJobDuration",
+    "RequestCpus", "RequestMemory", "RequestGpus", "EnteredCurrentStatus",
 ]
+
+
+@dataclass(frozen=True)
+class CondorMeta:
+    """What the job ad said beyond JobStatus (its ``detail``): the request, for fatal_reason."""
+
+    cpus: int
+    memory_mb: int
+    gpus: int
 
 
 def _quote_classad_string(value: str) -> str:
@@ -103,24 +119,43 @@ def build_description(
     return desc
 
 
+def _num(ad: Any, key: str) -> Optional[float]:
+    try:
+        value = ad.get(key)
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):  # an expression, not a number
+        return None
+
+
 def status_from_ad(ad: Any) -> JobStatus:
     job_id = f"{int(ad['ClusterId'])}.{int(ad.get('ProcId', 0))}"
     code = int(ad.get("JobStatus", 0))
     state = _STATUS.get(code, UNKNOWN)
     host = None
     reason = ""
+    ends_at = hold_code = started = None
+    end_state = ""
     if state == RUNNING:
         remote = str(ad.get("RemoteHost", "") or "")
         host = remote.split("@")[-1] or None
+        started, limit = _num(ad, "JobCurrentStartDate"), _num(ad, "AllowedJobDuration")
+        if started and limit:
+            ends_at = started + limit
     elif state == HELD:
         reason = str(ad.get("HoldReason", "") or "held")
+        hc = _num(ad, "HoldReasonCode")
+        hold_code = int(hc) if hc is not None else None
     elif state == PENDING:
         reason = str(ad.get("LastRejMatchReason", "") or "waiting for a free notebook slot")
     elif state == DONE:
         reason = str(ad.get("RemoveReason", "") or "")
+        end_state = "removed" if code == 3 else "completed"
     owner = ad.get("Owner")
+    meta = CondorMeta(int(_num(ad, "RequestCpus") or 1), int(_num(ad, "RequestMemory") or 0),
+                      int(_num(ad, "RequestGpus") or 0))
     return JobStatus(job_id=job_id, state=state, host=host, reason=reason,
-                     owner=str(owner) if owner else None)
+                     owner=str(owner) if owner else None, detail=meta, ends_at=ends_at,
+                     started_at=started, code=hold_code, end_state=end_state)
 
 
 class HTCondorScheduler(Scheduler):
@@ -160,6 +195,16 @@ class HTCondorScheduler(Scheduler):
         {}, help="Extra submit commands added to every notebook job (admin-written)."
     ).tag(config=True)
     hub_id = Unicode(help="Tag identifying this hub's jobs (JupyterHubId attribute).").tag(config=True)
+    capacity_cache_seconds = Float(
+        60.0, min=1,
+        help="How long the lane's slot view (what it can ever provide, and its occupancy) is "
+        "reused for spawn checks; one collector query per refresh for all users.",
+    ).tag(config=True)
+    occupancy_refresh_seconds = Float(
+        2.0, min=0.2,
+        help="While notebook jobs are pending, refresh the lane's slot view at least this often "
+        "(the occupancy the pending page shows, and jobs that no slot can ever hold).",
+    ).tag(config=True)
 
     @default("hub_id")
     def _default_hub_id(self):
@@ -167,10 +212,13 @@ class HTCondorScheduler(Scheduler):
 
         return re.sub(r"[^A-Za-z0-9._-]", "_", socket.getfqdn()) or "jupyterhub"
 
-    def __init__(self, **kw):
+    def __init__(self, clock: Callable[[], float] = time.time, **kw):
         super().__init__(**kw)
         self._schedd = None
         self._htcondor = None
+        self.clock = clock
+        self._lane: Optional[tuple[CapacityView, Occupancy]] = None
+        self._lane_lock = asyncio.Lock()
 
     def build_submit(self, request: SubmitRequest) -> dict[str, Any]:
         return {
@@ -222,7 +270,89 @@ class HTCondorScheduler(Scheduler):
 
     async def query_all(self) -> dict[str, JobStatus]:
         with metrics.time_query("htcondor", "query"):
-            return await asyncio.to_thread(self._query_sync)
+            statuses = await asyncio.to_thread(self._query_sync)
+        if any(s.state == PENDING for s in statuses.values()):
+            try:  # occupancy and "can never match" need a recent slot view
+                await self.lane(max_age=self.occupancy_refresh_seconds)
+            except Exception as e:
+                self.log.warning("htcondor: lane slot view unavailable: %s", e)
+        return statuses
+
+    # -- the lane's slots: what it can ever provide, and how full it is ------------------------
+    def _lane_sync(self) -> list:
+        htc = self._bindings()
+        collector = htc.Collector(self.collector) if self.collector else htc.Collector()
+        return collector.query(htc.AdType.Startd, SLOT_CONSTRAINT, SLOT_PROJECTION)
+
+    async def lane(self, max_age: Optional[float] = None) -> tuple[CapacityView, Occupancy]:
+        """(ceilings, occupancy) of the notebook lane, cached ``capacity_cache_seconds``."""
+        max_age = self.capacity_cache_seconds if max_age is None else max_age
+        if self._lane is not None and self.clock() - self._lane[0].fetched < max_age:
+            return self._lane
+        async with self._lane_lock:
+            if self._lane is not None and self.clock() - self._lane[0].fetched < max_age:
+                return self._lane
+            with metrics.time_query("htcondor", "slots"):
+                ads = await asyncio.to_thread(self._lane_sync)
+            self._lane = parse_slots(ads, self.clock())
+            return self._lane
+
+    async def capacity(self) -> Optional[CapacityView]:
+        return (await self.lane())[0]
+
+    async def describe_resources(self, user: str) -> dict[str, Any]:
+        view, occ = await self.lane()
+        return {"backend": "htcondor", "capacity": view.summary(), "occupancy": occ.as_dict()}
+
+    async def check_request(self, user: str, options: UserOptions) -> None:
+        try:
+            view, _ = await self.lane()
+        except Exception as e:  # unknown: the lane's own policy still refuses what is too big
+            self.log.warning("htcondor: lane slot view unavailable, request not checked: %s", e)
+            return
+        check_fits(view.pools["lane"], options)
+
+    def fatal_reason(self, status: JobStatus) -> Optional[str]:
+        """A queued job no notebook slot of the lane can ever hold (the lane changed)."""
+        meta = status.detail
+        if status.state != PENDING or not isinstance(meta, CondorMeta) or self._lane is None:
+            return None
+        why = never_fits(self._lane[0].pools.get("lane"), meta.cpus, meta.memory_mb, meta.gpus)
+        return f"Job {status.job_id} cannot start: {why}." if why else None
+
+    def waiting(self, status: JobStatus) -> dict[str, Any]:
+        if self._lane is None:
+            return {}
+        occ = self._lane[1]
+        return {"occupancy": occ.as_dict(), "text": occ.text()}
+
+    # -- history and extension -----------------------------------------------------------------
+    def _history_sync(self, job_id: str) -> list:
+        cluster, _, proc = job_id.partition(".")
+        return list(self._get_schedd().history(
+            f"ClusterId == {int(cluster)} && ProcId == {int(proc or 0)}", PROJECTION, 1))
+
+    async def last_words(self, job_id: str) -> Optional[JobStatus]:
+        if not HTCONDOR_JOB_ID_RE.match(job_id or ""):
+            return None
+        try:
+            ads = await asyncio.to_thread(self._history_sync, job_id)
+        except Exception as e:
+            self.log.warning("htcondor: no history of job %s: %s", job_id, e)
+            return None
+        return status_from_ad(ads[0]) if ads else None
+
+    def _edit_sync(self, job_id: str, attr: str, value: str) -> None:
+        self._get_schedd().edit([job_id], attr, value)
+
+    async def extend(self, job_id: str, limit_seconds: int) -> None:
+        """Edit the job's ``AllowedJobDuration`` (as the hub's identity, a queue super user:
+        the attribute is protected against everyone else, condor-config/lane/)."""
+        if not HTCONDOR_JOB_ID_RE.match(job_id or ""):
+            raise ValueError(f"bad job id {job_id!r}")
+        with metrics.time_query("htcondor", "edit"):
+            await asyncio.to_thread(self._edit_sync, job_id, "AllowedJobDuration",
+                                    str(int(limit_seconds)))
 
     def _cancel_sync(self, job_id: str) -> None:
         htc = self._bindings()

@@ -4,6 +4,11 @@ Spawners call :meth:`JobWatcher.status` (optionally ``newer_than`` a time of the
 an answer from a query that started after it). A single background task runs the scheduler's
 ``query_all()``: every ``fast_poll_interval`` while any spawner has declared interest via
 :meth:`JobWatcher.hurry`, every ``poll_interval`` otherwise.
+
+A spawner whose server runs :meth:`JobWatcher.subscribe` s to its job: when an answer shows the
+job in another state than the previous answer did (held, gone, back to pending), the callback
+runs at once, so the hub learns of a held or ended job from the very query that saw it instead
+of at its own next poll.
 """
 
 from __future__ import annotations
@@ -40,6 +45,24 @@ class JobWatcher:
         self._wake = asyncio.Event()
         self._new_data = asyncio.Condition()
         self._task: Optional[asyncio.Task] = None
+        self._subscribers: dict[str, Callable[[Optional[JobStatus]], None]] = {}
+
+    def subscribe(self, job_id: str, callback: Callable[[Optional[JobStatus]], None]) -> None:
+        """Call ``callback(new_status or None)`` whenever the job's state changes."""
+        self._subscribers[job_id] = callback
+
+    def unsubscribe(self, job_id: str) -> None:
+        self._subscribers.pop(job_id, None)
+
+    def _notify(self, old: dict[str, JobStatus], new: dict[str, JobStatus]) -> None:
+        for job_id, callback in list(self._subscribers.items()):
+            before, after = old.get(job_id), new.get(job_id)
+            if (before.state if before else None) == (after.state if after else None):
+                continue
+            try:
+                callback(after)
+            except Exception:  # one spawner's problem must not stop the cache
+                self.log.exception("watcher callback for job %s failed", job_id)
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -80,11 +103,12 @@ class JobWatcher:
             self._report(started, ok=False)
             return
         self._report(started, ok=True)
-        self.jobs = jobs
+        old, self.jobs = self.jobs, jobs
         self.updated = self.clock()
         self.data_started = started
         self.queries += 1
         self.last_error = None
+        self._notify(old, jobs)
         async with self._new_data:
             self._new_data.notify_all()
 

@@ -28,8 +28,9 @@ from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from ....names import SLURM_JOB_ID_RE
 from ....options import UserOptions
-from ..base import RUNNING, JobStatus, Scheduler, SubmitRequest
-from . import access, commands, jobs
+from ..base import PENDING, RUNNING, JobStatus, Scheduler, SubmitRequest
+from ..capacity import CapacityView, check_fits
+from . import access, commands, jobs, queue
 from .access import Identity, Policy, unix_identity
 from .cluster import ClusterInfo, parse_nodes, parse_partitions, parse_reservations
 from .jobs import parse_jobs
@@ -117,6 +118,8 @@ class SlurmScheduler(Scheduler):
         self._cluster: Optional[ClusterInfo] = None  # the cached cluster view
         self._cluster_lock = asyncio.Lock()
         self._identities: dict[str, tuple[float, Identity]] = {}
+        self._places: dict[str, queue.Place] = {}  # pending notebooks' place in their queue
+        self._places_fetched = 0.0
 
     def policy(self) -> Policy:
         return Policy(
@@ -213,6 +216,10 @@ class SlurmScheduler(Scheduler):
                 statuses = parse_jobs(data, self.job_name, addresses)
             except Exception as e:  # names still work where they resolve
                 self.log.warning("slurm: node addresses unavailable: %s", e)
+        pending = {s.detail.partition for s in statuses.values()
+                   if s.state == PENDING and isinstance(s.detail, jobs.JobMeta)}
+        if pending:
+            await self._refresh_places(pending)
         if any(jobs.needs_nodes(s) for s in statuses.values()):
             # fatal_reason judges these against the cluster view: keep it recent
             try:
@@ -220,6 +227,50 @@ class SlurmScheduler(Scheduler):
             except Exception as e:
                 self.log.warning("slurm: cluster information unavailable: %s", e)
         return statuses
+
+    async def _refresh_places(self, partitions: set[str]) -> None:
+        """Queue positions of pending jobs in these partitions (one shared squeue, at most every
+        pending_check_seconds)."""
+        if self.clock() - self._places_fetched < self.pending_check_seconds:
+            return
+        parts = ",".join(sorted(p for p in partitions if p))
+        try:
+            data = await self._json(self.squeue, "--json", "--states=PENDING",
+                                    f"--partition={parts}")
+        except Exception as e:
+            self.log.warning("slurm: queue positions unavailable: %s", e)
+            return
+        self._places = queue.queue_positions(data)
+        self._places_fetched = self.clock()
+
+    def waiting(self, status: JobStatus) -> dict[str, Any]:
+        meta = status.detail
+        if status.state != PENDING or not isinstance(meta, jobs.JobMeta):
+            return {}
+        out: dict[str, Any] = {"expected_start": meta.expected_start}
+        bits = [queue.expected_start_text(meta.expected_start, self.clock())]
+        place = self._places.get(status.job_id)
+        if place is not None:
+            out.update(position=place.position, pending=place.pending, partition=place.partition)
+            bits.append(f"position {place.position} of {place.pending} pending in partition "
+                        f"{place.partition}")
+        out["text"] = "; ".join(bits)
+        return out
+
+    async def capacity(self) -> CapacityView:
+        return queue.ceilings(await self.cluster())
+
+    def max_runtime_seconds(self, user: str, options: UserOptions, default_max_hours: float) -> int:
+        hours, _ = self.runtime_limit_hours(options)
+        return int(min(hours, default_max_hours) * 3600)
+
+    async def extend(self, job_id: str, limit_seconds: int) -> None:
+        """``scontrol update JobId=N TimeLimit=M`` as the hub (root: Slurm lets only root, the
+        SlurmUser or an operator raise a limit; docs/security.md, "Session extension")."""
+        if not SLURM_JOB_ID_RE.match(job_id or ""):
+            raise ValueError(f"bad job id {job_id!r}")
+        minutes = max(1, int(limit_seconds) // 60)
+        await self._run(self.scontrol, "update", f"JobId={job_id}", f"TimeLimit={minutes}")
 
     async def cancel(self, job_id: str) -> None:
         if not SLURM_JOB_ID_RE.match(job_id or ""):
@@ -241,7 +292,23 @@ class SlurmScheduler(Scheduler):
         # form and describe_resources use the longer cache.
         c = await self.cluster(max_age=self.check_max_age)
         who = await self.identity(user)
+        self.check_ceilings(c, who, options)
         self.check_against(c, who, options, self.clock())
+
+    def check_ceilings(self, c: ClusterInfo, who: Identity, options: UserOptions) -> None:
+        """What no node of the partition (or reservation) could EVER provide: 400 naming the
+        field and the largest value there (pure; capacity.check_fits)."""
+        pname = self.partition_of(options)
+        p = c.partitions.get(pname)
+        if p is None or access.partition_access(p, who, tuple(self.submit_hosts)) is not None:
+            return  # check_against names the partition problem
+        view = queue.ceilings(c)
+        mine = [view.pools[f"partition:{n}"]
+                for n in access.may_use(c, who, tuple(self.submit_hosts))]
+        check_fits(view.pools[f"partition:{pname}"], options, others=mine)
+        resv = view.pool("reservation", options.reservation or "")
+        if resv is not None and resv.nodes:
+            check_fits(resv, options)
 
     def check_against(self, c: ClusterInfo, who: Identity, options: UserOptions, now: float) -> None:
         """The checks of check_request on given cluster information (pure; access.check_against)."""

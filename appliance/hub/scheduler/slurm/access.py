@@ -280,8 +280,11 @@ def check_against(c: ClusterInfo, who: Identity, options: UserOptions, now: floa
                            f"{suggest(c, who, now, hosts, pname)}")
     if options.constraint and not any(matches(options.constraint, c.nodes[n].features)
                                       for n in candidates):
+        held = "; ".join(f"{n}: {why}" for n, why in problems.items()
+                         if why and n in c.nodes and matches(options.constraint, c.nodes[n].features))
         raise OptionsError("constraint", f"no usable node of partition {pname} has features "
-                           f"{options.constraint}")
+                           f"{options.constraint}" + (f": the only ones that do cannot take jobs "
+                                                      f"now ({held})" if held else ""))
     nodes = [c.nodes[n] for n in candidates]
     if options.gpus and max(n.gpus for n in nodes) < options.gpus:
         with_gpus = sorted({q for n in c.nodes.values() if n.gpus >= options.gpus

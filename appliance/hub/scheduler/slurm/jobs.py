@@ -50,6 +50,9 @@ class JobMeta:
     reservation: str
     features: str
     state_reason: str
+    expected_start: Optional[float] = None  # pending: Slurm's estimate (backfill), if it has one
+    priority: Optional[float] = None
+    submit_time: Optional[float] = None
 
 
 def _reason_text(job: dict) -> str:
@@ -64,6 +67,11 @@ def _reason_text(job: dict) -> str:
     return reason
 
 
+def _time(value) -> Optional[float]:
+    t = num(value)
+    return float(t) if t and t != float("inf") else None
+
+
 def _meta(job: dict) -> JobMeta:
     return JobMeta(
         user=str(job.get("user_name") or ""),
@@ -71,6 +79,9 @@ def _meta(job: dict) -> JobMeta:
         reservation=str(job.get("resv_name") or ""),
         features=str(job.get("features") or ""),
         state_reason=str(job.get("state_reason") or ""),
+        expected_start=_time(job.get("start_time")),
+        priority=num(job.get("priority")),
+        submit_time=_time(job.get("submit_time")),
     )
 
 
@@ -94,9 +105,13 @@ def job_status(job: dict, node_address: Optional[dict[str, str]] = None) -> JobS
                          if job.get("state_reason") not in (None, "", "None") else [])
         detail = f"signal {sig}" if sig else (f"exit code {int(rc)}" if rc is not None else "")
         text = ": ".join(bits) + (f" ({detail})" if detail else "")
-        return JobStatus(job_id, DONE, None, text, owner, meta)
+        final = base if base in DONE_STATES else (
+            "TIMEOUT" if job.get("state_reason") == "TimeLimit" else "")
+        return JobStatus(job_id, DONE, None, text, owner, meta, end_state=final)
     if base == "RUNNING":
-        return JobStatus(job_id, RUNNING, host, reason, owner, meta)
+        return JobStatus(job_id, RUNNING, host, reason, owner, meta,
+                         ends_at=_time(job.get("end_time")),
+                         started_at=_time(job.get("start_time")))
     if base in ("SUSPENDED", "STOPPED"):
         return JobStatus(job_id, HELD, host, reason or base.lower(), owner, meta)
     if base in ("REQUEUE_HOLD", "SPECIAL_EXIT") or job.get("state_reason") in HELD_REASONS:

@@ -1,0 +1,126 @@
+"""Issue 11 in a real browser: the pending page with the lane full (live occupancy, Stop removes
+the job), the home page with the remaining time, and the held message. Screenshots go to
+docs/img/ (the user guide shows them) and tests/artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import ROOT, HubClient, site_exec, wait_for
+from tests.integration.test_waiting import lane_jobs, session
+
+pytestmark = [pytest.mark.minisite, pytest.mark.browser]
+
+DOCS_IMG = ROOT / "docs" / "img"
+FILLERS = [f"bench{i:02d}" for i in range(1, 11)]  # 10 x 4 CPUs = the lane's 40 notebook CPUs
+
+
+def _client(site, users, user) -> HubClient:
+    c = HubClient(site)
+    assert c.login(user, users[user]["password"]).status_code == 302
+    c.make_token()
+    return c
+
+
+def _stop_all(clients) -> None:
+    for c in clients:
+        try:
+            if "" in c.user_model().get("servers", {}):
+                c.stop()
+        except Exception as e:
+            print(f"cleanup of {c.user}: {e}")
+
+
+def _login(page, site, user, password):
+    page.goto(f"{site}/hub/login")
+    page.fill("#username_input", user)
+    page.fill("#password_input", password)
+    page.click("#login_submit")
+    page.wait_for_url(lambda url: "/hub/login" not in url, timeout=30000)
+
+
+def _shot(page, artifacts, name):
+    path = artifacts / name
+    page.screenshot(path=str(path), full_page=True)
+    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, DOCS_IMG / name)
+
+
+def test_pending_page_with_the_lane_full_then_stop(browser, site, users, artifacts):
+    fillers = [_client(site, users, u) for u in FILLERS]
+    alice = _client(site, users, "alice")
+    extra = _client(site, users, "bench11")
+    ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    try:
+        # at once (the hub answers a spawn request only after up to 10 s)
+        with ThreadPoolExecutor(len(fillers)) as pool:
+            codes = list(pool.map(lambda c: c.spawn({"backend": "htcondor", "cpus": 4}).status_code,
+                                  fillers))
+        assert set(codes) <= {201, 202}, codes
+        for c in fillers:
+            c.wait_ready(timeout=240)
+        assert alice.spawn({"backend": "htcondor", "cpus": 4}).status_code in (201, 202)
+        _login(page, site, "alice", users["alice"]["password"])
+        page.goto(f"{site}/hub/spawn-pending/alice")
+        occ = page.locator("#batch-waiting-occupancy")
+        occ.wait_for(state="visible", timeout=30000)
+        page.wait_for_function("document.getElementById('batch-waiting-occupancy').textContent"
+                               ".includes('40 of 40')", timeout=30000)
+        assert "pending" in page.locator("#batch-waiting-state").inner_text()
+        assert page.locator("#batch-waiting-job").inner_text().startswith("htcondor job ")
+        _shot(page, artifacts, "pending-page-lane-full.png")
+
+        # The lane changes: one 4-CPU notebook ends, a 1-CPU one starts; alice's 4 still wait.
+        fillers[-1].stop()
+        assert extra.spawn({"backend": "htcondor", "cpus": 1}).status_code in (201, 202)
+        extra.wait_ready(timeout=120)
+        page.wait_for_function("document.getElementById('batch-waiting-occupancy').textContent"
+                               ".includes('37 of 40')", timeout=30000)
+        assert [j["JobStatus"] for j in lane_jobs("alice")] == [1]
+
+        page.click("#stop-server-btn")
+        wait_for("alice's job out of the queue", lambda: lane_jobs("alice") == [], timeout=30)
+        o = wait_for("the outcome", lambda: (s := session(alice))["server"] is None
+                     and s["last_outcome"], timeout=30)
+        assert o["kind"] == "stopped" and "cancelled the start" in o["message"]
+    finally:
+        ctx.close()
+        _stop_all([alice, extra] + fillers)
+
+
+def test_home_page_remaining_time_and_held_message(browser, site, users, artifacts):
+    alice = _client(site, users, "alice")
+    ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    try:
+        assert alice.spawn({"backend": "htcondor", "runtime_hours": 2}).status_code in (201, 202)
+        alice.wait_ready(timeout=120)
+        _login(page, site, "alice", users["alice"]["password"])
+        page.goto(f"{site}/hub/home")
+        left = page.locator("#batch-running-left")
+        left.wait_for(state="visible", timeout=30000)
+        page.wait_for_function("document.getElementById('batch-running-left').dataset.seconds > 0",
+                               timeout=30000)
+        assert 7000 < int(left.get_attribute("data-seconds")) <= 7200
+        assert "h" in left.inner_text()
+        assert page.locator("#batch-extend").is_visible()
+        _shot(page, artifacts, "home-running.png")
+
+        job = session(alice)["server"]["job_id"]
+        site_exec("condor-lane", "condor_hold", "-reason", "node scratch disk failed", job)
+        wait_for("the held outcome", lambda: session(alice)["last_outcome"]["kind"] == "held",
+                 timeout=15)
+        page.goto(f"{site}/hub/home")
+        box = page.locator("#batch-outcome")
+        box.wait_for(state="visible", timeout=30000)
+        assert box.get_attribute("data-kind") == "held"
+        text = box.inner_text()
+        assert "node scratch disk failed" in text and "condor_hold" in text
+        _shot(page, artifacts, "home-held.png")
+    finally:
+        ctx.close()
+        _stop_all([alice])
