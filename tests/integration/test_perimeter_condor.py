@@ -18,8 +18,10 @@ talks to the schedds directly with condor_submit / condor_qedit, authenticated b
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
+from pathlib import Path
 
 import pytest
 
@@ -102,6 +104,14 @@ def cleanup():
 
 # ----------------------------------------------------------------------------- the lane
 
+def lane_bounds() -> dict[str, int]:
+    """The lane's size and runtime bounds as shipped (one past each must be refused)."""
+    conf = (Path(__file__).parents[2] / "condor-config/lane/40-jba-lane-policy.conf").read_text()
+    return {k: int(v) for k, v in re.findall(r"^(JBA_MAX_\w+) = (\d+)$", conf, re.M)}
+
+
+LANE_BOUNDS = lane_bounds()
+
 REFUSED_ON_LANE = {
     "wrong executable": ({"executable": "/bin/sleep", "arguments": "600"},
                          "runs only the hub's launcher"),
@@ -111,10 +121,12 @@ REFUSED_ON_LANE = {
     "executable transferred from the submitter": (
         {"transfer_executable": "true", "should_transfer_files": "YES"},
         "runs only the hub's launcher"),
-    "too many CPUs": ({"request_cpus": "64"}, "Notebook too big"),
-    "too much memory": ({"request_memory": "64GB"}, "Notebook too big"),
-    "too many GPUs": ({"request_gpus": "8"}, "Notebook too big"),
-    "too long": ({"allowed_job_duration": str(30 * 24 * 3600)}, "runtime must be set"),
+    "too many CPUs": ({"request_cpus": str(LANE_BOUNDS["JBA_MAX_CPUS"] + 1)}, "Notebook too big"),
+    "too much memory": ({"request_memory": f'{LANE_BOUNDS["JBA_MAX_MEMORY_MB"] + 1}MB'},
+                        "Notebook too big"),
+    "too many GPUs": ({"request_gpus": str(LANE_BOUNDS["JBA_MAX_GPUS"] + 1)}, "Notebook too big"),
+    "too long": ({"allowed_job_duration": str(LANE_BOUNDS["JBA_MAX_RUNTIME_S"] + 1)},
+                 "runtime must be set"),
     "no runtime limit": ({"allowed_job_duration": ""}, "runtime must be set"),
     "no notebook tag": ({"+IsNotebookJob": "false"}, "not a JupyterHub notebook job"),
     "another hub's tag": ({"+JupyterHubId": '"evil.example"'}, "not a JupyterHub notebook job"),
