@@ -139,6 +139,10 @@ def test_probe_passes_then_names_the_failing_phase(users):
     # The lane's schedd stopped: the spawn phase fails, and says so.
     site_exec("condor-lane", "condor_off", "-daemon", "schedd")
     try:
+        # condor_off returns while the schedd still takes submissions: wait until it is gone
+        wait_for("lane schedd gone", lambda: site_exec(
+            "condor-lane", "condor_q", "-name", "lane.mini.test", "-totals", check=False
+        ).returncode != 0, timeout=60, interval=0.5)
         rc, s, out = _probe("carol", users["carol"]["password"], {"backend": "htcondor"})
         print(out)
         assert rc == 1 and s["failed_phase"] == "spawn", out
