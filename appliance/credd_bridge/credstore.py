@@ -62,7 +62,7 @@ class HTCondorCredStore:
     configuration's ``CREDD_HOST``, else the collector's only credd).
     ``user_template``: how the credd names the user; the credd wants ``user@domain``
     and writes ``<dir>/<user>.cred``.  A template without ``@`` gets ``@$(UID_DOMAIN)``.
-    ``confirm_timeout``: see :meth:`put`.
+    ``confirm_timeout``: see :meth:`put`. ``clock``: the wall clock (seconds since the epoch).
 
     The identity the bridge authenticates with (an IDTOKEN) must be the credd's only
     ``CRED_SUPER_USERS`` entry; that is site configuration (docs/credentials.md).
@@ -76,8 +76,10 @@ class HTCondorCredStore:
         confirm_timeout: float = 5.0,
         poll: float = 0.05,
         schedd_name: Optional[str] = None,
+        clock=time.time,
     ) -> None:
         self.credd_name = credd_name
+        self.clock = clock  # wall clock, compared with the credd's file times
         self.schedd_name = schedd_name
         self._credd_name: Optional[str] = None  # the located credd's Name
         self.user_template = user_template
@@ -170,11 +172,19 @@ class HTCondorCredStore:
         """Store and confirm.
 
         The credd writes ``<user>.cred`` and answers at once, but with the mtime of the OLD
-        ``<user>.cc`` when one exists, before its credmon has looked at the new one.  So after
-        the store, query until the ``.cc`` is at least as new as the store (the appliance's
-        credmon keeps ``.cc`` no older than ``.cred`` after every pass); raise when that takes
-        longer than ``confirm_timeout`` seconds.  (HTCondor reports whole seconds: a ``.cc``
-        written earlier within the same second counts as fresh.)
+        ``<user>.cc`` when one exists, before its credmon has looked at the new one.  So the
+        ``.cc`` mtime is read before the store, and after it the credd is queried until the
+        ``.cc`` is newer than that (the appliance's credmon gives every new or touched ``.cc`` a
+        later whole second than the one before, and keeps ``.cc`` no older than ``.cred``);
+        raise when that takes longer than ``confirm_timeout`` seconds.
+
+        The credd does NOT write a store while the ``.cc`` mtime is in the future (23.9
+        ``store_cred``: "already exist ... and interval is 0", when ``now - mtime <
+        SEC_CREDENTIAL_REFRESH_INTERVAL``), and the credmon dates ``.cc`` up to one second
+        ahead. A store in that second was silently dropped: a re-login in the same second as
+        a renewal left the older ticket in the credd (seen in ``make test``). So the store
+        waits until the clock has passed that mtime, and is repeated when the credd answers
+        that it skipped.
         """
         name = self.credd_user(user)
         with self._lock:
@@ -193,32 +203,49 @@ class HTCondorCredStore:
 
     def _put_confirmed(self, credd, name: str, ccache: bytes) -> None:
         kerberos = self._kerberos()
-        started = time.time()
         # Credd.add_user_cred asks the credd to wait for the credmon's .cc before answering; for
         # a user without a .cc yet, the credd polls for it only once a second (~1 s per first
         # store, serialised here). Without that flag the credd still signals its credmon and
         # answers at once; the confirmation below does the waiting, every 50 ms.
         fn, addr = self._no_wait_store(), getattr(credd, "_addr", None)
-        if fn is not None and addr is not None:
-            fn(addr, name, bytes(ccache), _GENERIC_ADD | int(kerberos), None, None, -1)
-        else:
-            credd.add_user_cred(kerberos, bytes(ccache), name)
-        deadline = time.monotonic() + self.confirm_timeout
-        while True:
-            if fn is not None and addr is not None:
+        direct = fn is not None and addr is not None
+
+        def cc_mtime() -> Optional[int]:
+            if direct:
                 # a query without the wait flag, too: with it, the credd answers a query for a
                 # user whose first .cc is not there yet only after its next 1-s poll
-                mtime = fn(addr, name, None, _GENERIC_QUERY | int(kerberos), None, None, -1)
-                if not isinstance(mtime, int) or mtime < 1_000_000_000:
-                    mtime = None  # SUCCESS_PENDING: .cred stored, no .cc yet
+                m = fn(addr, name, None, _GENERIC_QUERY | int(kerberos), None, None, -1)
             else:
-                mtime = credd.query_user_cred(kerberos, name)
-            if isinstance(mtime, int) and mtime >= int(started):
+                m = credd.query_user_cred(kerberos, name)
+            return m if isinstance(m, int) and m >= 1_000_000_000 else None  # else: no .cc yet
+
+        deadline = time.monotonic() + self.confirm_timeout
+
+        def timed_out(what: str) -> ConfirmTimeout:
+            return ConfirmTimeout(f"{what} within {self.confirm_timeout:g} s")
+
+        started = int(self.clock())
+        before = cc_mtime()
+        while True:
+            ahead = before - self.clock() if before is not None else -1.0
+            if ahead >= 0:  # the credd would skip the store until its clock passes that mtime
+                if time.monotonic() + ahead > deadline:
+                    raise timed_out("the credd's ticket cache stayed dated ahead of the clock")
+                time.sleep(ahead + self.poll)
+            if direct:
+                rv = fn(addr, name, bytes(ccache), _GENERIC_ADD | int(kerberos), None, None, -1)
+                if isinstance(rv, int) and rv >= 1_000_000_000:
+                    before = rv  # skipped: it answered the .cc mtime instead of storing
+                    continue
+            else:
+                credd.add_user_cred(kerberos, bytes(ccache), name)
+            break
+        while True:
+            mtime = cc_mtime()
+            if mtime is not None and mtime >= started and (before is None or mtime > before):
                 return
             if time.monotonic() >= deadline:
-                raise ConfirmTimeout(
-                    f"the credd took the credential but its credmon did not confirm it within "
-                    f"{self.confirm_timeout:g} s")
+                raise timed_out("the credd took the credential but its credmon did not confirm it")
             time.sleep(self.poll)
 
     def running_hosts(self, user: str) -> list[str]:

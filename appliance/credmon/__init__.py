@@ -186,7 +186,8 @@ class KerberosCredmon:
 
     def _touch_if_older(self, dfd: int, cc_name: str, cred_name: str) -> None:
         """The credd re-stored an identical (or older) ticket: .cc stays as it is, but its mtime
-        moves past the new .cred's, so "the credmon has seen the latest store" stays visible."""
+        moves past the new .cred's (and into a later whole second than before), so "the
+        credmon has seen the latest store" stays visible."""
         try:
             cc_st = os.stat(cc_name, dir_fd=dfd, follow_symlinks=False)
             cred_st = os.stat(cred_name, dir_fd=dfd, follow_symlinks=False)
@@ -194,9 +195,10 @@ class KerberosCredmon:
             return
         if not stat.S_ISREG(cc_st.st_mode) or cc_st.st_mtime_ns >= cred_st.st_mtime_ns:
             return
+        ahead = _next_second_mtime(dfd, cc_name)  # a later whole second, as for a new .cc:
         fd = os.open(cc_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-        try:
-            os.utime(fd)
+        try:  # the bridge confirms a store by the .cc mtime moving past the one before it
+            os.utime(fd, ns=(ahead, ahead)) if ahead else os.utime(fd)
         finally:
             os.close(fd)
 

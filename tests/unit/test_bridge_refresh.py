@@ -136,7 +136,10 @@ class FakeCredd:
         if self.w.fail_add:
             raise RuntimeError("Communication error")
         self.w.adds.append((credtype, user, data))
-        self.w.cc_at = time.time() + self.w.lag
+        at = time.time() + self.w.lag
+        if self.w.cc_at is not None and int(at) <= int(self.w.cc_at):
+            at = int(self.w.cc_at) + 1  # the credmon: a later whole second than the last .cc
+        self.w.cc_at = at
 
     def query_user_cred(self, credtype, user):
         self.w.queries += 1
@@ -326,9 +329,11 @@ def test_credstore_stores_without_credd_wait_when_bindings_allow():
     mod._credd_do_store_cred = store
     s = HTCondorCredStore("lane.mini.test", module=mod, poll=0.02)
     s.put("alice", b"t")
-    # add | Kerberos, then queries (2 | Kerberos), never with the 0x80 wait flag
-    assert calls[0] == ("<lane:9618>", "alice@mini.test", 32)
-    assert len(calls) >= 3 and {c[2] for c in calls[1:]} == {34}
+    # a query (2 | Kerberos: the .cc mtime before), add | Kerberos, then queries, never with
+    # the 0x80 wait flag
+    assert calls[0] == ("<lane:9618>", "alice@mini.test", 34)
+    assert calls[1] == ("<lane:9618>", "alice@mini.test", 32)
+    assert len(calls) >= 4 and {c[2] for c in calls[2:]} == {34}
     assert mod.adds == [] and mod.queries == 0  # Credd's own (waiting) calls not used
 
 

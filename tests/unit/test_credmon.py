@@ -118,6 +118,20 @@ def test_restore_of_same_ticket_touches_cc(mon, cdir):
     assert st.st_mtime_ns >= os.stat(cdir / "alice.cred").st_mtime_ns
 
 
+def test_restore_of_same_ticket_moves_cc_into_a_later_whole_second(mon, cdir):
+    """The bridge confirms a store by the .cc mtime (whole seconds) moving past the one it read
+    before the store: a touch within the same second as the previous change must still move."""
+    data = read(cred(cdir))
+    mon.scan()
+    late = int((int(time.time()) + 0.9) * 1e9)  # the previous change, late in this second
+    os.utime(cdir / "alice.cc", ns=(late, late))
+    write_file(cdir / "alice.cred", data)
+    os.utime(cdir / "alice.cred", ns=(late + 1000, late + 1000))  # the credd's re-store
+    mon.scan()
+    after = os.stat(cdir / "alice.cc").st_mtime_ns
+    assert after // 10**9 == late // 10**9 + 1, (late, after)
+
+
 def test_cc_is_never_older_than_cred_after_renewal(mon, cdir):
     cred(cdir)
     mon.scan()

@@ -151,3 +151,79 @@ def test_push_only_to_the_given_hosts_that_still_run_jobs():
     done, errors = s.push_running("alice", b"new", hosts=["exec2.mini.test", "exec9.mini.test"])
     assert (done, errors) == (["exec2.mini.test"], {})
     assert pool.nodes["exec1.mini.test"].adds == []
+
+
+# ---------------------------------------------------------------- a .cc dated ahead of the clock
+class AheadNode(Node):
+    """A credd as 23.9's ``store_cred`` is with SEC_CREDENTIAL_REFRESH_INTERVAL = 0: an ADD while
+    the ``.cc`` mtime is in the future is skipped (answered with that mtime, nothing written).
+    Its credmon dates every new ``.cc`` into the whole second after the old one, as ours does."""
+
+    def add(self, user: str, data: bytes):
+        if user in self.cc and int(time.time()) - int(self.cc[user][1]) < 0:  # whole seconds
+            self.adds.append(f"skipped {user}")
+            return int(self.cc[user][1])
+        super().add(user, data)
+        return 1  # SUCCESS
+
+    def _credmon(self, user, data):
+        old = self.cc.get(user)
+        now = time.time()
+        self.cc[user] = (data, max(now, int(old[1]) + 1) if old else now)
+
+
+def ahead_pool(direct: bool) -> tuple[Pool, AheadNode]:
+    pool = Pool()
+    lane = pool.nodes["lane.mini.test"] = AheadNode("lane.mini.test", lag=0.02)
+    if direct:  # htcondor2's own call, which answers a skipped store with the .cc mtime
+        def store(addr, user, data, mode, *rest):
+            node = pool.nodes[addr.strip("<>")]
+            return node.query(user) if data is None else node.add(user, data)
+        pool._credd_do_store_cred = store
+    return pool, lane
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["add_user_cred", "direct store"])
+def test_a_store_while_the_cc_is_dated_ahead_is_not_lost(direct):
+    """A renewal's .cc dated into the next second, then a re-login's store in that second: the
+    new ticket must reach the credd (it was silently dropped before: make test, issue 15)."""
+    pool, lane = ahead_pool(direct)
+    user = "alice@mini.test"
+    lane.cc[user] = (b"renewed", time.time() + 0.6)  # the credmon's mark: ahead of the clock
+    lane.cred[user] = b"renewed"
+    s = HTCondorCredStore("lane.mini.test", module=pool, poll=0.01, confirm_timeout=3)
+    s.put("alice", b"relogin")
+    assert lane.cred[user] == b"relogin"
+    assert lane.cc[user][0] == b"relogin"  # confirmed only once the credmon had the new one
+
+
+def test_a_store_the_credd_skipped_after_all_is_repeated():
+    """The credmon dated .cc ahead between the bridge's look and its store (a renewal pass of
+    its own): the credd answers with the mtime, the store is made again after it."""
+    pool, lane = ahead_pool(direct=True)
+    user = "alice@mini.test"
+    lane.cc[user] = (b"old", time.time() - 5)
+    lane.cred[user] = b"old"
+    real = pool._credd_do_store_cred
+
+    def racing(addr, u, data, mode, *rest):
+        if data is not None and not lane.adds:  # the credmon's own renewal, just before
+            lane.cc[u] = (b"renewed", int(time.time()) + 1)
+        return real(addr, u, data, mode, *rest)
+
+    pool._credd_do_store_cred = racing
+    s = HTCondorCredStore("lane.mini.test", module=pool, poll=0.01, confirm_timeout=3)
+    s.put("alice", b"relogin")
+    assert lane.adds == [f"skipped {user}", user]
+    assert lane.cred[user] == b"relogin" and lane.cc[user][0] == b"relogin"
+
+
+def test_a_credd_whose_cc_never_moves_is_an_error():
+    pool, lane = ahead_pool(direct=True)
+    lane._credmon = lambda user, data: None  # a credmon that is not running
+    user = "alice@mini.test"
+    lane.cc[user] = (b"old", time.time() - 5)
+    s = HTCondorCredStore("lane.mini.test", module=pool, poll=0.01, confirm_timeout=0.3)
+    with pytest.raises(RuntimeError, match="did not confirm"):
+        s.put("alice", b"new")
+    assert lane.cred[user] == b"new"
