@@ -34,6 +34,7 @@ up: images clean-stale
 
 wait:
 	@bash scripts/wait-ready.sh $(URL)
+	@bash scripts/site-check.sh
 
 demo: up
 	@echo

@@ -15,6 +15,8 @@ FULL=1 bash scripts/clean-stale.sh
 "${COMPOSE[@]}" down -v >/dev/null 2>&1 || true
 "${COMPOSE[@]}" up -d --no-build > /tmp/jba-compose-up.log 2>&1 || { tail -50 /tmp/jba-compose-up.log; echo "compose up failed"; }
 bash scripts/wait-ready.sh "$URL" || { "${COMPOSE[@]}" logs --tail 100 appliance; }
+# Every service up and the KDC answering; if not, say what is broken before the tests show it.
+bash scripts/site-check.sh || echo "the mini site is not healthy (above): integration tests will fail"
 echo "mini site ready after $(( $(date +%s) - start )) s"
 mkdir -p tests/artifacts
 .venv/bin/pytest -ra --timeout 600 tests "$@"
