@@ -19,9 +19,11 @@ import pwd
 import time
 
 from jupyterhub.auth import Authenticator
-from traitlets import Float, Unicode, default
+from tornado.web import HTTPError
+from traitlets import Float, Integer, Unicode, default
 
 from .bridge import CredentialBridge, no_ccache_result
+from .login_backoff import LoginBackoff
 
 PAM_ESTABLISH_CRED = 2
 
@@ -61,6 +63,15 @@ def ccache_file(ccache: str | None) -> str | None:
     return ccache
 
 
+def too_many_failures(wait: int) -> HTTPError:
+    """The answer to a login attempt while its account waits: 429 + Retry-After (JupyterHub's
+    error page sets an HTTPError's ``headers``)."""
+    err = HTTPError(429, log_message=f"Too many failed logins for this account. Wait {wait} "
+                    "seconds, then try again.")
+    err.headers = {"Retry-After": str(wait)}
+    return err
+
+
 class KerberosPAMAuthenticator(Authenticator):
     """PAM login that keeps the user's Kerberos ticket cache (see module doc)."""
 
@@ -76,6 +87,31 @@ class KerberosPAMAuthenticator(Authenticator):
         "are indistinguishable by timing.",
     ).tag(config=True)
 
+    login_backoff_after = Integer(
+        5, min=1,
+        help="Failed logins of one account before further attempts for it must wait (answered "
+        "429 with Retry-After, without checking the password). Counted per account name, known "
+        "or not; the nginx throttle per client address is separate (docs/security.md).",
+    ).tag(config=True)
+    login_backoff_seconds = Float(
+        10.0, min=1,
+        help="The first wait after login_backoff_after failures; it doubles with each further "
+        "failure, up to login_backoff_max_seconds.",
+    ).tag(config=True)
+    login_backoff_max_seconds = Float(
+        600.0, min=1, help="The longest wait an account's failed logins can cause."
+    ).tag(config=True)
+    login_backoff_forget_seconds = Float(
+        3600.0, min=1,
+        help="An account's failures are forgotten after this long without one (a successful "
+        "login forgets them at once).",
+    ).tag(config=True)
+    login_backoff_max_accounts = Integer(
+        100000, min=100,
+        help="Most accounts whose failures are remembered at once (memory bound; the oldest "
+        "unlocked ones are dropped first).",
+    ).tag(config=True)
+
     # What the login logic runs on; tests replace them on an instance (not settings).
     pam_login = staticmethod(pam_login)
     monotonic = staticmethod(time.monotonic)
@@ -84,6 +120,15 @@ class KerberosPAMAuthenticator(Authenticator):
     @default("enable_auth_state")
     def _default_enable_auth_state(self):
         return True
+
+    @property
+    def backoff(self) -> LoginBackoff:
+        if getattr(self, "_backoff", None) is None:
+            self._backoff = LoginBackoff(
+                after=self.login_backoff_after, base=self.login_backoff_seconds,
+                maximum=self.login_backoff_max_seconds, forget=self.login_backoff_forget_seconds,
+                max_accounts=self.login_backoff_max_accounts, clock=lambda: self.monotonic())
+        return self._backoff
 
     async def authenticate(self, handler, data):
         username = (data or {}).get("username", "")
@@ -100,8 +145,16 @@ class KerberosPAMAuthenticator(Authenticator):
             and len(password) <= 1024
         ):
             username = self.normalize_username(username)
-            ok, ccache, reason = await asyncio.to_thread(
-                self.pam_login, self.service, username, password)
+            wait = self.backoff.begin(username)
+            if wait:
+                self.log.warning("Login for %r refused: too many failed logins, %d s left",
+                                 username, wait)
+                raise too_many_failures(wait)
+            try:
+                ok, ccache, reason = await asyncio.to_thread(
+                    self.pam_login, self.service, username, password)
+            finally:
+                self.backoff.end(username, ok)
         if not ok:
             self.log.warning("Login failed for %r: %s", username[:64] if isinstance(username, str) else "?", reason)
             left = self.failure_floor_seconds - (self.monotonic() - start)
