@@ -17,8 +17,10 @@ import asyncio
 import os
 import pwd
 import time
+from typing import Optional
 
 from jupyterhub.auth import Authenticator
+from jupyterhub.handlers.login import LogoutHandler
 from tornado.web import HTTPError
 from traitlets import Float, Integer, Unicode, default
 
@@ -72,8 +74,30 @@ def too_many_failures(wait: int) -> HTTPError:
     return err
 
 
+class CredentialLogoutHandler(LogoutHandler):
+    """JupyterHub's logout, then the end of the login's credential
+    (:meth:`KerberosPAMAuthenticator.end_login`)."""
+
+    async def handle_logout(self):
+        user = self.current_user
+        if user is not None and hasattr(self.authenticator, "end_login"):
+            await self.authenticator.end_login(user)
+
+
 class KerberosPAMAuthenticator(Authenticator):
-    """PAM login that keeps the user's Kerberos ticket cache (see module doc)."""
+    """PAM login that keeps the user's Kerberos ticket cache (see module doc).
+
+    Credentials end with the login: logging out with no server running ends the user's
+    credential at once (:meth:`end_login`: the bridge forgets it, the credd's copy and the login
+    caches are deleted); with a server running it is kept for that server (sessions survive
+    logout) and ends when the user's last server stops (:meth:`post_spawn_stop`), unless the
+    user logged in again meanwhile. The credd holds one ticket per user, so a logout ends the
+    credential for every browser session of that user.
+    """
+
+    def get_handlers(self, app):
+        # registered before JupyterHub's own handlers, so this /logout is the one that answers
+        return super().get_handlers(app) + [("/logout", CredentialLogoutHandler)]
 
     service = Unicode("jupyterhub", help="PAM service name (/etc/pam.d/<service>).").tag(config=True)
     credential_warn_seconds = Float(
@@ -176,6 +200,37 @@ class KerberosPAMAuthenticator(Authenticator):
         """Give the login's ticket cache to the credential bridge; never fails the login.
         Returns auth_state["credential"] (see appliance.hub.bridge.CredentialBridge.hand_over)."""
         return await CredentialBridge(parent=self).hand_over(username, path)
+
+    async def end_credential(self, username: str) -> Optional[dict]:
+        """Have the bridge end ``username``'s credential (never raises; see CredentialBridge.end)."""
+        return await CredentialBridge(parent=self).end(username)
+
+    async def end_login(self, user) -> str:
+        """At logout: "ended" (no server: the credential ends now) or "kept" (a server runs or
+        starts: it keeps the credential until the user's last server stops)."""
+        state = await user.get_auth_state() or {}
+        state["logged_out"] = True
+        if any(sp.active for sp in user.spawners.values()):
+            await user.save_auth_state(state)
+            self.log.info("%s logged out; the Kerberos credential is kept for the running "
+                          "server(s)", user.name)
+            return "kept"
+        await self.end_credential(user.name)
+        state["ccache"] = None
+        await user.save_auth_state(state)
+        return "ended"
+
+    async def post_spawn_stop(self, user, spawner):
+        """A server stopped: a logged-out user with no other server left loses the credential."""
+        state = await user.get_auth_state() or {}
+        if not state.get("logged_out"):
+            return
+        if any(sp.active for sp in user.spawners.values() if sp is not spawner):
+            return
+        self.log.info("%s is logged out and has no server left: ending the credential", user.name)
+        await self.end_credential(user.name)
+        state["ccache"] = None
+        await user.save_auth_state(state)
 
     async def pre_spawn_start(self, user, spawner):
         """Give the spawner the login's ticket cache."""
