@@ -178,7 +178,7 @@ class KerberosPAMAuthenticator(Authenticator):
                 ok, ccache, reason = await asyncio.to_thread(
                     self.pam_login, self.service, username, password)
             finally:
-                self.backoff.end(username, ok)
+                self.backoff.end(username, ok, started=start)
         if not ok:
             self.log.warning("Login failed for %r: %s", username[:64] if isinstance(username, str) else "?", reason)
             left = self.failure_floor_seconds - (self.monotonic() - start)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 
 @dataclass
@@ -58,13 +58,15 @@ class LoginBackoff:
         acc.in_flight += 1
         return 0
 
-    def end(self, name: str, ok: bool) -> None:
-        """After the check that ``begin`` allowed: a success forgets the account's failures."""
+    def end(self, name: str, ok: bool, started: Optional[float] = None) -> None:
+        """After the check that ``begin`` allowed: a success forgets the account's failures.
+        A lock counts from ``started`` (when the attempt began), so how long the check took
+        (PAM may answer faster for an unknown user) does not show in a later Retry-After."""
         acc = self._accounts.get(name)
         if acc is None:
             return
         acc.in_flight = max(0, acc.in_flight - 1)
-        now = self.clock()
+        now = self.clock() if started is None else started
         if ok:
             del self._accounts[name]
             return

@@ -159,6 +159,8 @@ def all_secrets(client_for) -> dict[str, bytes | str]:
                 found[f"IDTOKEN signature in {d}"] = tok.rsplit(".", 1)[1]
     tickets = ticket_secrets()
     assert tickets, "no ticket found to look for: the ticket caches moved?"
+    # the caches recorded at login count too (logouts and the bridge's sweep delete the files)
+    assert not LOGIN_CACHES_SEEN or any("(at login)" in k for k in tickets), list(tickets)
     found.update(tickets)
     return found
 

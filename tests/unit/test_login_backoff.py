@@ -123,8 +123,9 @@ async def test_after_k_failures_the_account_gets_429_with_retry_after_without_pa
         assert await auth.authenticate(None, {"username": "bench18", "password": "x"}) is None
     calls = len(auth.pam_login.calls)
     status, message, headers = await attempt(auth, "bench18")
-    assert status == 429 and headers == {"Retry-After": "30"}
-    assert message == "Too many failed logins for this account. Wait 30 seconds, then try again."
+    # 30 s from the start of the failed attempt, which took the 1 s failure floor
+    assert status == 429 and headers == {"Retry-After": "29"}
+    assert message == "Too many failed logins for this account. Wait 29 seconds, then try again."
     assert len(auth.pam_login.calls) == calls  # no password checked while locked
     # even the right password waits (or the lock would tell the guesser which one was right)
     auth.pam_login.result = (True, "FILE:/run/cc/krb5cc_2118_x", "")
@@ -229,3 +230,15 @@ def test_the_settings_are_traitlets_with_bounds():
         c.KerberosPAMAuthenticator[name] = bad
         with pytest.raises(TraitError, match=name):
             KerberosPAMAuthenticator(config=c)
+
+
+@pytest.mark.asyncio
+async def test_retry_after_does_not_depend_on_how_long_pam_took():
+    answers = []
+    for takes in (0.05, 0.9):  # e.g. PAM answering fast for an unknown user, slowly for a known
+        auth, clock = authenticator(pam_result=WRONG, takes=takes, login_backoff_after=1,
+                                    failure_floor_seconds=1.0)
+        await attempt(auth, "someone")
+        clock.now += 0.3
+        answers.append(await attempt(auth, "someone"))
+    assert answers[0] == answers[1] and answers[0][2] == {"Retry-After": "9"}
