@@ -314,7 +314,7 @@ def test_password_guessing_is_throttled_per_client_address(site, users):
     429: test_password_guessing_is_throttled_per_account tries that one)."""
     ca = Path(ca_bundle()).read_text()
     script = f"cat > /tmp/ca.pem <<'EOF'\n{ca}EOF\nexec /opt/jupyterhub/bin/python - " \
-             f"https://appliance.mini.test:8443 /tmp/ca.pem 40 nosuch{secrets.token_hex(3)} "
+             f"https://appliance.mini.test:8443 /tmp/ca.pem 40 nosuch{secrets.token_hex(3)} " \
              f"<<'EOF'\n{BURST}EOF\n"
     r = podman("run", "--rm", "-i", "--network", f"{PROJECT}_dmz",
                "--add-host", f"appliance.mini.test:{appliance_dmz_ip()}",
