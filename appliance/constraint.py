@@ -10,7 +10,7 @@ Grammar (a subset of Slurm's, enough for feature choice and safe to pass on)::
     FEATURE := [A-Za-z0-9_.-]+
 
 Plain spaces may separate tokens; any other character (newline, tab, ';', '*', '[', ...) is
-refused. Like Slurm, ``&`` and ``|`` have equal precedence and are evaluated left to right
+refused, and so are parentheses nested deeper than MAX_DEPTH. Like Slurm, ``&`` and ``|`` have equal precedence and are evaluated left to right
 (``a|b&c`` means ``(a|b)&c``).
 """
 
@@ -24,6 +24,8 @@ from typing import Iterable, Union
 FEATURE_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _TOKEN_RE = re.compile(r"\(|\)|&|\||[A-Za-z0-9_.-]+")
 _OPERATORS = ("&", "|")
+#: Deepest parenthesis nesting accepted (the parser recurses; Python's stack would end first).
+MAX_DEPTH = 32
 
 # A parsed expression: a feature name, or (operator, left, right).
 Tree = Union[str, tuple]
@@ -83,15 +85,20 @@ def parse(text: str) -> Constraint:
         raise ConstraintError("is empty")
     features: list[str] = []
     pos = 0
+    depth = 0
 
     def term() -> Tree:
-        nonlocal pos
+        nonlocal pos, depth
         if pos >= len(tokens):
             raise ConstraintError("expression ends too early")
         tok = tokens[pos]
         if tok == "(":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConstraintError(f"parentheses nested deeper than {MAX_DEPTH}")
             pos += 1
             inner = expr()
+            depth -= 1
             if pos >= len(tokens) or tokens[pos] != ")":
                 raise ConstraintError("unbalanced parentheses")
             pos += 1

@@ -23,6 +23,7 @@ Errors are :class:`OptionsError` whose message starts with the offending field's
 from __future__ import annotations
 
 import fnmatch
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -38,7 +39,22 @@ DEFAULT_RESERVED_ENV = (
 #: Options only the Slurm backend takes (refused for every other backend).
 SLURM_ONLY_FIELDS = ("partition", "reservation", "constraint")
 MAX_ENV_VARS = 64
+MAX_ENV_NAME_LEN = 128
 MAX_ENV_VALUE_LEN = 4096
+#: All names and values of ``env`` together, in characters.
+MAX_ENV_TOTAL = 16384
+#: Unicode categories no value may hold: controls (Cc: newline, tab, ESC, ...), format characters
+#: (Cf: zero-width and bidirectional overrides, which make a value look like another), line and
+#: paragraph separators (Zl, Zp: line breaks to many readers) and surrogates (Cs: not encodable).
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def refused_character(value: str) -> Optional[str]:
+    """A description of the first character of ``value`` in REFUSED_CATEGORIES, or None."""
+    for i, c in enumerate(value):
+        if unicodedata.category(c) in REFUSED_CATEGORIES:
+            return f"U+{ord(c):04X} ({unicodedata.category(c)}) at position {i}"
+    return None
 
 
 class OptionsError(ValueError):
@@ -84,13 +100,22 @@ class _Base(BaseModel):
     def _check_env(cls, env: dict[str, str]) -> dict[str, str]:
         if len(env) > MAX_ENV_VARS:
             raise ValueError(f"at most {MAX_ENV_VARS} variables")
+        total = 0
         for name, value in env.items():
-            if not ENV_NAME_RE.match(name):
+            if len(name) > MAX_ENV_NAME_LEN:
+                raise ValueError(f"a name is longer than {MAX_ENV_NAME_LEN} characters")
+            if not ENV_NAME_RE.fullmatch(name):
                 raise ValueError(f"name {name!r} is not of the form [A-Za-z_][A-Za-z0-9_]*")
             if len(value) > MAX_ENV_VALUE_LEN:
                 raise ValueError(f"value of {name} is longer than {MAX_ENV_VALUE_LEN} characters")
-            if any(ord(c) < 32 or ord(c) == 127 for c in value):
-                raise ValueError(f"value of {name} contains control characters (newline, tab, ...)")
+            bad = refused_character(value)
+            if bad:
+                raise ValueError(f"value of {name} contains a control, format or line separator "
+                                 f"character: {bad}")
+            total += len(name) + len(value)
+            if total > MAX_ENV_TOTAL:
+                raise ValueError(f"names and values together are longer than {MAX_ENV_TOTAL} "
+                                 "characters")
         return env
 
     @field_validator("partition", "reservation", check_fields=False)

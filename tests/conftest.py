@@ -63,6 +63,25 @@ def record_secret(what: str, value: str) -> None:
         SECRETS_SEEN[what] = value
 
 
+# The login ticket caches the tests' logins made (path -> bytes), read right after each login:
+# they end at logout (docs/security.md), so the secret scan takes the tickets to look for from here.
+LOGIN_CACHES_SEEN: dict[str, bytes] = {}
+
+
+def record_login_caches(user: str) -> None:
+    import base64
+
+    uid = demo_users().get(user, {}).get("uid")
+    if not uid:
+        return
+    r = site_exec("appliance", "sh", "-c", f"for f in /run/appliance/ccache/krb5cc_{uid}_*; do "
+                  "[ -f \"$f\" ] && echo \"$f $(base64 -w0 \"$f\")\"; done; true", check=False)
+    for line in r.stdout.splitlines():
+        path, _, data = line.partition(" ")
+        if data:
+            LOGIN_CACHES_SEEN[path] = base64.b64decode(data)
+
+
 _CA: list[str] = []
 
 
@@ -117,6 +136,8 @@ class HubClient:
         r = self.s.post(f"{self.base}/hub/login?next=", data=data, allow_redirects=False)
         if r.status_code in (301, 302, 303):
             self.user = user
+            if self.base == SITE_URL:
+                record_login_caches(user)
         return r
 
     def xsrf(self) -> str:

@@ -91,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--state-key", default=_env("STATE_KEY", DEFAULT_KEY_FILE),
                     help="the state file's Fernet key, root 0600, created when missing "
                     "[CREDD_BRIDGE_STATE_KEY] (default %(default)s)")
+    ap.add_argument("--login-cache-grace", type=float,
+                    default=float(_env("LOGIN_CACHE_GRACE", "300")),
+                    help="login ticket caches that no login needs (of users not tracked, or an "
+                    "older one of a user) are removed once this many seconds old "
+                    "[CREDD_BRIDGE_LOGIN_CACHE_GRACE] (default %(default)s)")
+    ap.add_argument("--login-cache-sweep", type=float,
+                    default=float(_env("LOGIN_CACHE_SWEEP", "600")),
+                    help="seconds between those sweeps (the first at start-up) "
+                    "[CREDD_BRIDGE_LOGIN_CACHE_SWEEP] (default %(default)s)")
     renewal.add_arguments(ap, "CREDD_BRIDGE_")
     ap.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"),
                     help="[CREDD_BRIDGE_LOG_LEVEL] (default %(default)s)")
@@ -149,6 +158,8 @@ def make_server(args: argparse.Namespace) -> BridgeServer:
         submit_dir=args.submit_dir or None,
         push_running=str(args.push_running).lower() in ("yes", "1", "true"),
         state_file=StateFile(args.state_file, args.state_key) if args.state_file else None,
+        login_cache_grace=args.login_cache_grace,
+        sweep_every=args.login_cache_sweep,
     )
     bridge.restore()
     gid = None

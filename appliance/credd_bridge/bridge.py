@@ -73,6 +73,10 @@ class Bridge:
     ``push_retry_*``: nodes the push missed are tried again (see :meth:`push`).
     ``state_file``: where the records are kept, encrypted, across restarts (:meth:`restore`
     reads them back; ``None``: memory only).
+    ``login_cache_grace`` / ``sweep_every``: login ticket caches in ``ccache_dir`` that are no
+    longer needed (:meth:`sweep_login_caches`) are removed once older than the grace, at
+    start-up (the first :meth:`run_due`) and then every ``sweep_every`` seconds (``None``: never;
+    the daemon's default is 600).
     """
 
     def __init__(
@@ -94,6 +98,8 @@ class Bridge:
         push_retry_max: float = 60.0,
         push_retry_for: float = 900.0,
         state_file: Optional[StateFile] = None,
+        login_cache_grace: float = 300.0,
+        sweep_every: Optional[float] = None,
     ) -> None:
         self.store_backend = store
         self.realm = realm
@@ -116,6 +122,9 @@ class Bridge:
         self._lock = threading.Lock()
         self._user_locks: dict[str, threading.Lock] = {}
         self._users: dict[str, UserRecord] = {}
+        self.login_cache_grace = login_cache_grace
+        self.sweep_every = sweep_every
+        self._last_sweep: Optional[float] = None
         #: called (from any thread) whenever a schedule changed; the loop sets it.
         self.on_change: Optional[Callable[[], None]] = None
 
@@ -418,6 +427,115 @@ class Bridge:
         self._persist()
         return forgotten
 
+    def end(self, user: str) -> dict:
+        """The user's credential ends (logout with no server left): stop tracking it, delete
+        the credd's copy and remove every login ticket cache of the user in ``ccache_dir``.
+        Returns ``{"forgotten": bool, "credd_deleted": bool, "caches_removed": n}``; a credd
+        that cannot be reached is reported (``credd_deleted`` false, logged), not raised."""
+        _check_user(user)
+        with self._user_lock(user):
+            with self._lock:
+                forgotten = self._users.pop(user, None) is not None
+            self._persist()
+            try:
+                self.store_backend.delete(user)
+                deleted = True
+            except Exception as exc:  # noqa: BLE001 - the rest of the cleanup still happens
+                log.warning("user %s: the credd's copy could not be deleted: %s", user, exc)
+                deleted = False
+            try:
+                uid = self.uid_for(user)
+            except KeyError:
+                uid = None
+            removed = self._remove_login_caches(lambda u, name, st: u == uid) if uid is not None \
+                else 0
+        log.info("user %s: credential ended (tracked: %s, credd copy deleted: %s, login caches "
+                 "removed: %d)", user, forgotten, deleted, removed)
+        return {"forgotten": forgotten, "credd_deleted": deleted, "caches_removed": removed}
+
+    _LOGIN_CACHE_RE = re.compile(r"^krb5cc_(\d+)_")
+
+    def _login_caches(self) -> list[tuple[int, str, os.stat_result]]:
+        """``(uid, name, lstat)`` of each ``krb5cc_<uid>_*`` entry of ``ccache_dir``."""
+        if self.ccache_dir is None:
+            return []
+        try:
+            dfd = privfile.open_dir(self.ccache_dir)
+        except OSError:
+            return []
+        out = []
+        try:
+            for name in os.listdir(dfd):
+                m = self._LOGIN_CACHE_RE.match(name)
+                if m:
+                    try:
+                        out.append((int(m.group(1)), name,
+                                    os.stat(name, dir_fd=dfd, follow_symlinks=False)))
+                    except OSError:
+                        pass
+        finally:
+            os.close(dfd)
+        return out
+
+    def _unlink_login_caches(self, names: list[str]) -> int:
+        """Remove these entries of ``ccache_dir`` (links are removed, never followed)."""
+        if not names or self.ccache_dir is None:
+            return 0
+        removed = 0
+        try:
+            dfd = privfile.open_dir(self.ccache_dir)
+        except OSError:
+            return 0
+        try:
+            for name in names:
+                try:
+                    os.unlink(name, dir_fd=dfd)
+                    removed += 1
+                except OSError:
+                    pass
+        finally:
+            os.close(dfd)
+        return removed
+
+    def _remove_login_caches(self, doomed: Callable[[int, str, os.stat_result], bool]) -> int:
+        return self._unlink_login_caches([n for u, n, st in self._login_caches() if doomed(u, n, st)])
+
+    def sweep_login_caches(self, now: Optional[float] = None) -> int:
+        """Remove login caches older than ``login_cache_grace`` that no login needs any more:
+        those of users the bridge does not track (ended, refused, or left by an earlier run),
+        and all but the newest of a tracked user's (earlier sessions). Returns how many."""
+        now = self.clock() if now is None else now
+        self._last_sweep = now
+        limit = now - self.login_cache_grace
+        with self._lock:
+            users = list(self._users)
+        tracked: set[int] = set()
+        for user in users:
+            try:
+                tracked.add(self.uid_for(user))
+            except KeyError:
+                pass
+        caches = self._login_caches()
+        newest: dict[int, tuple[float, str]] = {}
+        for uid, name, st in caches:
+            newest[uid] = max(newest.get(uid, (0.0, "")), (st.st_mtime, name))
+        removed = self._unlink_login_caches([
+            name for uid, name, st in caches
+            if st.st_mtime < limit and (uid not in tracked or newest[uid][1] != name)])
+        if removed:
+            log.info("removed %d login ticket cache(s) no login needs", removed)
+        return removed
+
+    def maybe_sweep(self) -> None:
+        if self.sweep_every is None:
+            return
+        now = self.clock()
+        if self._last_sweep is None or now - self._last_sweep >= self.sweep_every:
+            try:
+                self.sweep_login_caches(now)
+            except Exception:  # noqa: BLE001
+                log.exception("sweeping the login ticket caches failed")
+
     def next_wakeup(self) -> Optional[float]:
         with self._lock:
             times = [r.next_action for r in self._users.values() if r.next_action is not None]
@@ -432,7 +550,9 @@ class Bridge:
             )
 
     def run_due(self) -> list[str]:
-        """Do every due action (renew, re-store, expire).  Never raises."""
+        """Do every due action (renew, re-store, expire; now and then the login cache sweep).
+        Never raises."""
+        self.maybe_sweep()
         acted = self.due()
         for user in acted:
             try:

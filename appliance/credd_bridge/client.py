@@ -122,6 +122,11 @@ class BridgeClient:
     async def forget(self, user: str) -> bool:
         return bool(_raise_for(await self.request("forget", user=user))["forgotten"])
 
+    async def end(self, user: str) -> dict:
+        """End ``user``'s credential (forget, delete the credd's copy, remove login caches)."""
+        out = _raise_for(await self.request("end", user=user))
+        return {k: out.get(k) for k in ("forgotten", "credd_deleted", "caches_removed")}
+
 
 def request_sync(path: str, op: str, timeout: float = 30.0, **fields: Any) -> dict:
     """Blocking one-shot request (raw response)."""
@@ -152,6 +157,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = sub.add_parser("state")
     p.add_argument("user")
     p = sub.add_parser("forget")
+    p.add_argument("user")
+    p = sub.add_parser("end")
     p.add_argument("user")
     p = sub.add_parser("refresh")
     p.add_argument("user")

@@ -12,6 +12,9 @@ Ops (see docs/credentials.md for the full table):
 * ``state`` ``{user}`` -> ``{"ok": true, "state": {...} | null}``
 * ``states`` -> ``{"ok": true, "states": {user: {...}}}``
 * ``forget`` ``{user}`` -> ``{"ok": true, "forgotten": bool}``
+* ``end`` ``{user}`` -> ``{"ok": true, "forgotten": bool, "credd_deleted": bool,
+  "caches_removed": n}`` (the credential ends: forgotten, the credd's copy deleted, the user's
+  login ticket caches removed; the hub asks at logout)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 MAX_LINE = 64 * 1024
 
-OPS = ("ping", "store", "refresh", "state", "states", "forget")
+OPS = ("ping", "store", "refresh", "state", "states", "forget", "end")
 
 # error codes that are not refusals of a file or credential
 BAD_REQUEST = "bad_request"

@@ -247,4 +247,7 @@ class BridgeServer:
         if op == "forget":
             user = protocol.require_str(req, "user")
             return protocol.ok(forgotten=self.bridge.forget(user))
+        if op == "end":
+            user = protocol.require_str(req, "user")
+            return protocol.ok(**await asyncio.to_thread(self.bridge.end, user))
         raise ProtocolError(protocol.UNKNOWN_OP, f"unknown op {op!r}")  # pragma: no cover

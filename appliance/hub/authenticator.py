@@ -17,11 +17,15 @@ import asyncio
 import os
 import pwd
 import time
+from typing import Optional
 
 from jupyterhub.auth import Authenticator
-from traitlets import Float, Unicode, default
+from jupyterhub.handlers.login import LogoutHandler
+from tornado.web import HTTPError
+from traitlets import Float, Integer, Unicode, default
 
 from .bridge import CredentialBridge, no_ccache_result
+from .login_backoff import LoginBackoff
 
 PAM_ESTABLISH_CRED = 2
 
@@ -61,8 +65,39 @@ def ccache_file(ccache: str | None) -> str | None:
     return ccache
 
 
+def too_many_failures(wait: int) -> HTTPError:
+    """The answer to a login attempt while its account waits: 429 + Retry-After (JupyterHub's
+    error page sets an HTTPError's ``headers``)."""
+    err = HTTPError(429, log_message=f"Too many failed logins for this account. Wait {wait} "
+                    "seconds, then try again.")
+    err.headers = {"Retry-After": str(wait)}
+    return err
+
+
+class CredentialLogoutHandler(LogoutHandler):
+    """JupyterHub's logout, then the end of the login's credential
+    (:meth:`KerberosPAMAuthenticator.end_login`)."""
+
+    async def handle_logout(self):
+        user = self.current_user
+        if user is not None and hasattr(self.authenticator, "end_login"):
+            await self.authenticator.end_login(user)
+
+
 class KerberosPAMAuthenticator(Authenticator):
-    """PAM login that keeps the user's Kerberos ticket cache (see module doc)."""
+    """PAM login that keeps the user's Kerberos ticket cache (see module doc).
+
+    Credentials end with the login: logging out with no server running ends the user's
+    credential at once (:meth:`end_login`: the bridge forgets it, the credd's copy and the login
+    caches are deleted); with a server running it is kept for that server (sessions survive
+    logout) and ends when the user's last server stops (:meth:`post_spawn_stop`), unless the
+    user logged in again meanwhile. The credd holds one ticket per user, so a logout ends the
+    credential for every browser session of that user.
+    """
+
+    def get_handlers(self, app):
+        # registered before JupyterHub's own handlers, so this /logout is the one that answers
+        return super().get_handlers(app) + [("/logout", CredentialLogoutHandler)]
 
     service = Unicode("jupyterhub", help="PAM service name (/etc/pam.d/<service>).").tag(config=True)
     credential_warn_seconds = Float(
@@ -76,6 +111,31 @@ class KerberosPAMAuthenticator(Authenticator):
         "are indistinguishable by timing.",
     ).tag(config=True)
 
+    login_backoff_after = Integer(
+        5, min=1,
+        help="Failed logins of one account before further attempts for it must wait (answered "
+        "429 with Retry-After, without checking the password). Counted per account name, known "
+        "or not; the nginx throttle per client address is separate (docs/security.md).",
+    ).tag(config=True)
+    login_backoff_seconds = Float(
+        10.0, min=1,
+        help="The first wait after login_backoff_after failures; it doubles with each further "
+        "failure, up to login_backoff_max_seconds.",
+    ).tag(config=True)
+    login_backoff_max_seconds = Float(
+        600.0, min=1, help="The longest wait an account's failed logins can cause."
+    ).tag(config=True)
+    login_backoff_forget_seconds = Float(
+        3600.0, min=1,
+        help="An account's failures are forgotten after this long without one (a successful "
+        "login forgets them at once).",
+    ).tag(config=True)
+    login_backoff_max_accounts = Integer(
+        100000, min=100,
+        help="Most accounts whose failures are remembered at once (memory bound; the oldest "
+        "unlocked ones are dropped first).",
+    ).tag(config=True)
+
     # What the login logic runs on; tests replace them on an instance (not settings).
     pam_login = staticmethod(pam_login)
     monotonic = staticmethod(time.monotonic)
@@ -84,6 +144,15 @@ class KerberosPAMAuthenticator(Authenticator):
     @default("enable_auth_state")
     def _default_enable_auth_state(self):
         return True
+
+    @property
+    def backoff(self) -> LoginBackoff:
+        if getattr(self, "_backoff", None) is None:
+            self._backoff = LoginBackoff(
+                after=self.login_backoff_after, base=self.login_backoff_seconds,
+                maximum=self.login_backoff_max_seconds, forget=self.login_backoff_forget_seconds,
+                max_accounts=self.login_backoff_max_accounts, clock=lambda: self.monotonic())
+        return self._backoff
 
     async def authenticate(self, handler, data):
         username = (data or {}).get("username", "")
@@ -100,8 +169,16 @@ class KerberosPAMAuthenticator(Authenticator):
             and len(password) <= 1024
         ):
             username = self.normalize_username(username)
-            ok, ccache, reason = await asyncio.to_thread(
-                self.pam_login, self.service, username, password)
+            wait = self.backoff.begin(username)
+            if wait:
+                self.log.warning("Login for %r refused: too many failed logins, %d s left",
+                                 username, wait)
+                raise too_many_failures(wait)
+            try:
+                ok, ccache, reason = await asyncio.to_thread(
+                    self.pam_login, self.service, username, password)
+            finally:
+                self.backoff.end(username, ok, started=start)
         if not ok:
             self.log.warning("Login failed for %r: %s", username[:64] if isinstance(username, str) else "?", reason)
             left = self.failure_floor_seconds - (self.monotonic() - start)
@@ -123,6 +200,37 @@ class KerberosPAMAuthenticator(Authenticator):
         """Give the login's ticket cache to the credential bridge; never fails the login.
         Returns auth_state["credential"] (see appliance.hub.bridge.CredentialBridge.hand_over)."""
         return await CredentialBridge(parent=self).hand_over(username, path)
+
+    async def end_credential(self, username: str) -> Optional[dict]:
+        """Have the bridge end ``username``'s credential (never raises; see CredentialBridge.end)."""
+        return await CredentialBridge(parent=self).end(username)
+
+    async def end_login(self, user) -> str:
+        """At logout: "ended" (no server: the credential ends now) or "kept" (a server runs or
+        starts: it keeps the credential until the user's last server stops)."""
+        state = await user.get_auth_state() or {}
+        state["logged_out"] = True
+        if any(sp.active for sp in user.spawners.values()):
+            await user.save_auth_state(state)
+            self.log.info("%s logged out; the Kerberos credential is kept for the running "
+                          "server(s)", user.name)
+            return "kept"
+        await self.end_credential(user.name)
+        state["ccache"] = None
+        await user.save_auth_state(state)
+        return "ended"
+
+    async def post_spawn_stop(self, user, spawner):
+        """A server stopped: a logged-out user with no other server left loses the credential."""
+        state = await user.get_auth_state() or {}
+        if not state.get("logged_out"):
+            return
+        if any(sp.active for sp in user.spawners.values() if sp is not spawner):
+            return
+        self.log.info("%s is logged out and has no server left: ending the credential", user.name)
+        await self.end_credential(user.name)
+        state["ccache"] = None
+        await user.save_auth_state(state)
 
     async def pre_spawn_start(self, user, spawner):
         """Give the spawner the login's ticket cache."""

@@ -9,7 +9,9 @@ path and the timeouts are its settings (``c.CredentialBridge.socket``, ``.timeou
 * the spawner, before every submission that needs a ticket:
   :meth:`CredentialBridge.forward_credential` -> the path of a one-time ticket cache, or
   :class:`CredentialUnavailable` with the text to show ("... log out and log in again");
-* the credential API handler (home page): :meth:`CredentialBridge.state`.
+* the credential API handler (home page): :meth:`CredentialBridge.state`;
+* the authenticator, when a login ends (logout with no server left, or the last server of a
+  logged-out user stopped): :meth:`CredentialBridge.end`.
 
 Make one with ``CredentialBridge(parent=self)`` from the authenticator or spawner (the hub's
 configuration reaches it through the parent) or ``CredentialBridge(config=...)``.
@@ -194,3 +196,20 @@ class CredentialBridge(LoggingConfigurable):
             raise CredentialUnavailable(
                 f"The credential service is not reachable ({e.message}).", e.code,
                 e.message) from None
+
+    # -- logout ------------------------------------------------------------------------------
+
+    async def end(self, user: str) -> Optional[dict]:
+        """End ``user``'s credential: the bridge forgets it, deletes the credd's copy and
+        removes the user's login ticket caches. Never raises: the bridge's answer, or ``None``
+        (no bridge configured, or it failed; logged)."""
+        if not self.socket:
+            return None
+        try:
+            out = await self._client().end(user)
+        except BridgeError as e:
+            self.log.warning("Kerberos credential of %s not ended (%s: %s)", user, e.code,
+                             e.message)
+            return None
+        self.log.info("Kerberos credential of %s ended (%s)", user, out)
+        return out

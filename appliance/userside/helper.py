@@ -13,6 +13,11 @@ Request::
      "env": {"JUPYTERHUB_API_TOKEN": "...", ...},        # secret: only ever in this file
      "submit": {...backend specific, built from validated values...}}
 
+The ``sbatch`` path, ``SLURM_CONF`` and ``CONDOR_CONFIG`` come from the root-owned
+``/etc/appliance/submit-helper.json`` (``appliance.userside.siteconfig``), which also sets the
+lowest uid the helper runs for (``min_uid``, default 1000); a request naming any of those paths is
+refused, and so is every request while the file is not root-owned 0644 or stricter.
+
 Answer: ``{"job_id": "..."}`` or ``{"error": "message for the user"}`` (exit status 1).
 
 The one other request, after the hub extended a running session::
@@ -30,6 +35,10 @@ import os
 import sys
 
 from appliance.privfile import atomic_write, create_in_dir, open_dir
+from appliance.userside import siteconfig
+
+# Where the helper's own settings live (tests point it elsewhere; never taken from the request).
+CONFIG_PATH = siteconfig.PATH
 
 
 def write_env_file(path: str, env: dict) -> None:
@@ -62,33 +71,49 @@ def write_end_time(path: str, end) -> None:
         os.close(fd)
 
 
-def submit(request: dict) -> str:
-    """Submit with the backend's client (imported only for that backend); returns the job id."""
+def submit(request: dict, cfg: dict) -> str:
+    """Submit with the backend's client (imported only for that backend); returns the job id.
+    The program and config paths come from ``cfg`` (the root-owned file), never the request."""
     backend = request.get("backend")
+    sub = request.get("submit")
+    if not isinstance(sub, dict):
+        raise ValueError("bad submit request: 'submit' must be an object")
     if request.get("ccache"):
         os.environ["KRB5CCNAME"] = "FILE:" + request["ccache"]
     if backend == "htcondor":
         from .htcondor import submit_as_user
 
-        return submit_as_user(request["submit"])
+        return submit_as_user(dict(sub, condor_config=cfg["condor_config"]))
     if backend == "slurm":
         from .slurm import run_sbatch
 
-        return run_sbatch(request["submit"])
+        return run_sbatch(dict(sub, sbatch=cfg["sbatch"], slurm_conf=cfg["slurm_conf"]))
     raise ValueError(f"unknown backend {backend!r}")
+
+
+def check_caller(cfg: dict, uid: int) -> None:
+    """Refuse system accounts: uids below the site's minimum (``min_uid`` of the config)."""
+    if uid < cfg["min_uid"]:
+        raise PermissionError(f"the submit helper does not run for uid {uid}: below the site's "
+                              f"minimum {cfg['min_uid']} (min_uid in {CONFIG_PATH})")
 
 
 def main() -> int:
     os.umask(0o077)
     try:
+        cfg = siteconfig.load(CONFIG_PATH)
+        check_caller(cfg, os.getuid())
         request = json.loads(sys.stdin.read(1 << 20))
+        if not isinstance(request, dict):
+            raise ValueError("bad request: one JSON object expected")
+        siteconfig.refuse_paths_in(request, CONFIG_PATH)
         if request.get("action") == "end-time":
             write_end_time(request.get("path", ""), request.get("end"))
             json.dump({"ok": True}, sys.stdout)
             return 0
         if request.get("env_path"):
             write_env_file(request["env_path"], request.get("env") or {})
-        job_id = submit(request)
+        job_id = submit(request, cfg)
     except Exception as e:  # the message goes back to the hub, never the request (it holds secrets)
         msg = str(e).strip() or e.__class__.__name__
         json.dump({"error": msg[-2000:]}, sys.stdout)

@@ -1,7 +1,8 @@
 """HTCondor, user side: submit the hub-built description with the user's Kerberos ticket.
 
-``submit`` = ``{"condor_config": path, "collector": host | None, "schedd": name | None,
-"description": {...}}`` from ``HTCondorScheduler.build_submit`` (validated values only).
+``submit`` = ``{"collector": host | None, "schedd": name | None, "description": {...}}`` from
+``HTCondorScheduler.build_submit`` (validated values only), plus ``condor_config``, which the
+helper adds from its root-owned config (``appliance.userside.siteconfig``), never the hub.
 """
 
 from __future__ import annotations

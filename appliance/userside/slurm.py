@@ -29,7 +29,8 @@ def run_sbatch(submit: dict) -> str:
     """Submit-helper side (runs AS THE USER): run sbatch with the hub-built argv, return the job id.
 
     ``submit`` = ``{"sbatch": "/usr/bin/sbatch", "slurm_conf": "" | path, "argv": [...],
-    "timeout": seconds}``. The environment is minimal (PATH, HOME, USER, LANG, optional SLURM_CONF):
+    "timeout": seconds}``; the helper sets ``sbatch`` and ``slurm_conf`` from its root-owned
+    config (``appliance.userside.siteconfig``), the hub sends only ``argv``. The environment is minimal (PATH, HOME, USER, LANG, optional SLURM_CONF):
     no secrets and no SBATCH_* variables reach sbatch. Raises SubmitError with sbatch's message.
     """
     argv = submit.get("argv")

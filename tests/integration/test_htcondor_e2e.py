@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 
@@ -37,10 +38,12 @@ def test_wrong_password_refused(site, users):
     c = HubClient(site)
     r = c.login("alice", "not-her-password")
     assert r.status_code == 403 or (r.status_code == 200 and "Invalid" in r.text), r.status_code
-    r2 = HubClient(site).login("nosuchuser", "whatever")
+    # a fresh unknown name: the per-account back-off may have counted an old one
+    r2 = HubClient(site).login("nosuch" + uuid.uuid4().hex[:6], "whatever")
     assert r2.status_code == r.status_code
     after = site_exec("appliance", "ls", "/run/appliance/ccache").stdout.split()
-    assert sorted(after) == sorted(before), "a failed login left a ticket cache behind"
+    # no new file (the bridge's sweep may remove old ones meanwhile)
+    assert set(after) <= set(before), "a failed login left a ticket cache behind"
 
 
 def test_login_keeps_ticket_cache(client_for):

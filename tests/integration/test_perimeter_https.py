@@ -7,7 +7,9 @@
 * security headers on hub pages and on the user's server (which keeps JupyterLab's own CSP);
 * request bodies: small on the login form and the hub, large only on the contents API;
 * a burst of login POSTs from one address (a container on the dmz network) gets 429 with
-  Retry-After, while a login from another address (the host) goes through.
+  Retry-After, while a login from another address (the host) goes through;
+* wrong passwords for one account get the hub's 429 with Retry-After after five, identical for an
+  unknown name, while another user logs in at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import datetime
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 import socket
 import ssl
@@ -281,13 +285,13 @@ def test_small_bodies_on_the_login_form_and_the_hub(site, users):
 BURST = r"""
 import concurrent.futures, json, re, sys
 import requests
-base, ca, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+base, ca, n = sys.argv[1], sys.argv[2], int(sys.argv[3])  # argv[4]: the account guessed
 s = requests.Session()
 s.verify = ca
 page = s.get(base + "/hub/login", timeout=20)
 xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', page.text).group(1)
 def guess(i):
-    r = s.post(base + "/hub/login?next=", data={"username": "alice", "password": f"guess-{i}",
+    r = s.post(base + "/hub/login?next=", data={"username": sys.argv[4], "password": f"guess-{i}",
                "_xsrf": xsrf}, allow_redirects=False, timeout=60)
     return [r.status_code, r.headers.get("Retry-After"), r.text[:200]]
 with concurrent.futures.ThreadPoolExecutor(n) as ex:
@@ -304,24 +308,79 @@ def appliance_dmz_ip() -> str:
 
 def test_password_guessing_is_throttled_per_client_address(site, users):
     """40 wrong passwords at once from a container on the dmz network (another client address
-    than the host's): the ones beyond the burst get 429 + Retry-After; alice then logs in from the
-    host at once."""
+    than the host's): the ones beyond nginx's burst get its 429 + Retry-After; alice then logs in
+    from the host at once. The guessed account is a name nobody uses (the hub's per-account
+    back-off answers the same for unknown names, so some of the 20 that pass nginx get the hub's
+    429: test_password_guessing_is_throttled_per_account tries that one)."""
     ca = Path(ca_bundle()).read_text()
     script = f"cat > /tmp/ca.pem <<'EOF'\n{ca}EOF\nexec /opt/jupyterhub/bin/python - " \
-             f"https://appliance.mini.test:8443 /tmp/ca.pem 40 <<'EOF'\n{BURST}EOF\n"
+             f"https://appliance.mini.test:8443 /tmp/ca.pem 40 nosuch{secrets.token_hex(3)} " \
+             f"<<'EOF'\n{BURST}EOF\n"
     r = podman("run", "--rm", "-i", "--network", f"{PROJECT}_dmz",
                "--add-host", f"appliance.mini.test:{appliance_dmz_ip()}",
                "--entrypoint", "/bin/bash", image("appliance"), "-s", input=script, timeout=180)
     answers = json.loads(r.stdout.strip().splitlines()[-1])
     codes = [a[0] for a in answers]
-    throttled = [a for a in answers if a[0] == 429]
-    print(f"burst of 40: {codes.count(429)} x 429, others {sorted(set(codes) - {429})}")
+    throttled = [a for a in answers if a[0] == 429 and "from your address" in a[2]]
+    print(f"burst of 40: {len(throttled)} x nginx 429, {codes.count(429) - len(throttled)} x hub "
+          f"429 (account), others {sorted(set(codes) - {429})}")
     assert len(throttled) >= 10, codes
-    assert all(a[1] and int(a[1]) >= 1 for a in throttled), throttled
-    assert "Too many login attempts" in throttled[0][2]
+    assert all(a[1] and int(a[1]) >= 1 for a in answers if a[0] == 429), answers
+    assert "Too many login attempts from your address" in throttled[0][2]
     assert set(codes) - {429} <= {200, 403}, f"unexpected answers: {codes}"
     # Another client address (the host) is not slowed: a login goes straight through.
     t0 = time.monotonic()
     c = HubClient(site)
     assert c.login("alice", users["alice"]["password"]).status_code == 302
     print(f"login from the host right after the burst: {time.monotonic() - t0:.2f} s")
+
+
+def post_login(user: str, password: str):
+    """One login POST from the host (a fresh session); the response, not followed."""
+    c = HubClient(SITE_URL)
+    return c.login(user, password)
+
+
+def test_password_guessing_is_throttled_per_account(site, users):
+    """Wrong passwords for benchguess (a user no other test uses, demo/users.tsv) from the host:
+    the first login_backoff_after (5) get the usual 403, the next one and even the right password
+    get the hub's 429 + Retry-After; an unknown name gets exactly the same answers; alice logs
+    in at once meanwhile; after Retry-After, benchguess logs in, which resets its count."""
+    nobody = "nosuch" + secrets.token_hex(3)  # a fresh unknown name: no count from earlier runs
+
+    def answers(user: str, n: int):
+        out = []
+        for i in range(n):
+            t0 = time.monotonic()
+            r = post_login(user, f"wrong-{i}")
+            page = re.sub(r'(xsrf_token: "|name="_xsrf"\s+value=")[^"]*', r"\1",  # per session
+                          r.text.replace(user, "USER"))
+            out.append((r.status_code, r.headers.get("Retry-After"), page, time.monotonic() - t0))
+        return out
+
+    # Start from a count of zero, even after an interrupted run (a success resets it).
+    for _ in range(4):
+        r = post_login("benchguess", users["benchguess"]["password"])
+        if r.status_code != 429:
+            break
+        time.sleep(int(r.headers["Retry-After"]))
+    assert r.status_code == 302, r.status_code
+    guessed, unknown = answers("benchguess", 6), answers(nobody, 6)
+    print("per-account: benchguess", [(a[0], a[1], round(a[3], 2)) for a in guessed],
+          "unknown", [(a[0], a[1], round(a[3], 2)) for a in unknown])
+    assert [a[0] for a in guessed] == [403] * 5 + [429], guessed
+    assert [a[:3] for a in guessed] == [a[:3] for a in unknown]  # status, Retry-After, page
+    assert all(a[3] >= 1.0 for a in guessed[:5] + unknown[:5])   # the failure floor, both
+    status, retry, page, _ = guessed[5]
+    assert 1 <= int(retry) <= 10 and "Too many failed logins for this account" in page
+    right = post_login("benchguess", users["benchguess"]["password"])
+    assert right.status_code == 429 and right.headers.get("Retry-After"), right.status_code
+    t0 = time.monotonic()
+    assert post_login("alice", users["alice"]["password"]).status_code == 302
+    print(f"alice's login meanwhile: {time.monotonic() - t0:.2f} s")
+    # The lock ends when Retry-After says (its length is the setting's), and a success resets.
+    time.sleep(int(right.headers["Retry-After"]))
+    assert post_login("benchguess", users["benchguess"]["password"]).status_code == 302
+    assert [a[0] for a in answers("benchguess", 1)] == [403]  # counting from zero again
+    assert post_login("benchguess", users["benchguess"]["password"]).status_code == 302  # no count left
+

@@ -107,3 +107,79 @@ def test_refused_for_real_and_logged(syslog):
     # An allowed use is logged as well (the helper refuses the empty request; that is fine).
     site_exec("appliance", "sudo", "-n", "-u", "alice", HELPER, check=False, input="")
     assert "USER=alice ; COMMAND=" + HELPER in syslog("USER=alice ; COMMAND=" + HELPER)
+
+
+# -- the helper's own checks (appliance/userside/siteconfig.py) --------------------------------
+
+CONFIG = "/etc/appliance/submit-helper.json"
+
+
+def helper_as(user: str, request: dict) -> dict:
+    """Run the real helper through the hub's sudo rule as ``user``; its JSON answer."""
+    import json
+
+    r = site_exec("appliance", "sudo", "-n", "-u", user, HELPER, check=False,
+                  input=json.dumps(request))
+    assert r.stdout.strip(), (r.returncode, r.stderr)
+    return json.loads(r.stdout)
+
+
+@pytest.fixture
+def helper_config(site):
+    """Change the helper's config for one test (as root, as a site would), restored after."""
+    site_exec("appliance", "cp", "-p", CONFIG, CONFIG + ".orig")
+
+    def change(*shell: str):
+        site_exec("appliance", "sh", "-c", " && ".join(shell))
+
+    yield change
+    site_exec("appliance", "mv", "-f", CONFIG + ".orig", CONFIG)
+    st = site_exec("appliance", "stat", "-c", "%u %a", CONFIG).stdout.split()
+    assert st == ["0", "644"], st
+
+
+# A request for a backend that does not exist: what the helper answers once its checks pass.
+PROBE_REQUEST = {"backend": "none", "submit": {}}
+
+
+def test_the_image_config_is_root_0644_and_lets_users_through(site):
+    assert site_exec("appliance", "stat", "-c", "%U %a", CONFIG).stdout.split() == ["root", "644"]
+    assert "unknown backend" in helper_as("alice", PROBE_REQUEST)["error"]
+
+
+@pytest.mark.parametrize("submit, key", [
+    ({"backend": "slurm", "submit": {"sbatch": "/bin/sh", "argv": ["-c", "id > /tmp/pwned"]}},
+     "sbatch"),
+    ({"backend": "slurm", "submit": {"slurm_conf": "/tmp/evil.conf", "argv": ["--parsable"]}},
+     "slurm_conf"),
+    ({"backend": "htcondor", "submit": {"condor_config": "/tmp/evil", "description": {}}},
+     "condor_config"),
+])
+def test_a_path_on_stdin_is_refused(site, submit, key):
+    error = helper_as("alice", submit)["error"]
+    assert f"the request names {key}" in error and CONFIG in error, error
+    assert site_exec("appliance", "test", "-e", "/tmp/pwned", check=False).returncode != 0
+
+
+def test_uids_below_the_sites_minimum_are_refused(helper_config):
+    # Every hub user has a uid of 2001 or more: a site minimum of 2002 makes alice (2001) the
+    # "system account" that a sudo slip would have let through.
+    helper_config(f"""printf '{{"min_uid": 2002}}' > {CONFIG}""")
+    error = helper_as("alice", PROBE_REQUEST)["error"]
+    assert "does not run for uid 2001: below the site's minimum 2002" in error, error
+    assert "unknown backend" in helper_as("bench18", PROBE_REQUEST)["error"]  # uid 2118
+
+
+@pytest.mark.parametrize("loosen, expect", [
+    ("chmod 0666 {c}", "has mode 0666; at most 0644"),
+    ("chmod 0664 {c}", "has mode 0664; at most 0644"),
+    ("chown alice {c}", "owned by uid 2001, not root"),
+    ("mv {c} {c}.real && ln -s {c}.real {c}", "a symlink is refused"),
+])
+def test_a_loose_config_refuses_every_request(helper_config, loosen, expect):
+    helper_config(loosen.format(c=CONFIG))
+    try:
+        error = helper_as("alice", PROBE_REQUEST)["error"]
+        assert expect in error and CONFIG in error, error
+    finally:
+        site_exec("appliance", "sh", "-c", f"[ -L {CONFIG} ] && rm -f {CONFIG} {CONFIG}.real || true")

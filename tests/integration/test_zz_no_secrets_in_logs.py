@@ -26,7 +26,8 @@ import struct
 import pytest
 
 from appliance import ccache
-from tests.conftest import PROJECT, SECRETS_SEEN, container, podman, record_secret, site_exec
+from tests.conftest import (LOGIN_CACHES_SEEN, PROJECT, SECRETS_SEEN, container, podman,
+                            record_secret, site_exec)
 
 pytestmark = [pytest.mark.minisite, pytest.mark.last]
 
@@ -70,23 +71,31 @@ def key_and_ticket(raw: bytes) -> tuple[bytes, bytes]:
 
 
 def ticket_secrets() -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
+    """The session keys and tickets of every cache still on the site, and of every login cache
+    the run's logins made (recorded at login by tests/conftest.py: logouts delete them)."""
+    images: list[tuple[str, bytes]] = [(f"appliance:{p} (at login)", d)
+                                       for p, d in LOGIN_CACHES_SEEN.items()]
     for service, dirs in CCACHE_DIRS.items():
         script = ("for f in $(find " + " ".join(dirs) + " -maxdepth 1 -type f 2>/dev/null); do "
                   "case $f in *.cc|*.cred|*/krb5cc_*) echo \"$f $(base64 -w0 $f)\";; esac; done")
         for line in site_exec(service, "sh", "-c", script, check=False).stdout.splitlines():
             path, _, data = line.partition(" ")
             try:
-                cc = ccache.parse(base64.b64decode(data))
-            except (ccache.CCacheError, binascii.Error, ValueError):
+                images.append((f"{service}:{path}", base64.b64decode(data)))
+            except (binascii.Error, ValueError):
                 continue
-            for cred in cc.credentials:
-                key, ticket = key_and_ticket(cred.raw)
-                where = f"{service}:{path} ({cred.server})"
-                if len(key) >= 16:
-                    out[f"session key of {where}"] = key
-                if len(ticket) >= 64:
-                    out[f"ticket of {where}"] = ticket[-48:]
+    out: dict[str, bytes] = {}
+    for where, data in images:
+        try:
+            cc = ccache.parse(data)
+        except (ccache.CCacheError, ValueError):
+            continue
+        for cred in cc.credentials:
+            key, ticket = key_and_ticket(cred.raw)
+            if len(key) >= 16:
+                out[f"session key of {where} ({cred.server})"] = key
+            if len(ticket) >= 64:
+                out[f"ticket of {where} ({cred.server})"] = ticket[-48:]
     return out
 
 
@@ -150,6 +159,8 @@ def all_secrets(client_for) -> dict[str, bytes | str]:
                 found[f"IDTOKEN signature in {d}"] = tok.rsplit(".", 1)[1]
     tickets = ticket_secrets()
     assert tickets, "no ticket found to look for: the ticket caches moved?"
+    # the caches recorded at login count too (logouts and the bridge's sweep delete the files)
+    assert not LOGIN_CACHES_SEEN or any("(at login)" in k for k in tickets), list(tickets)
     found.update(tickets)
     return found
 

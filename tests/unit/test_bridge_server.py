@@ -185,6 +185,18 @@ def test_root_client_store_state_states(running):
     assert "alice" in running.store.creds
 
 
+def test_root_client_ends_a_credential(running):
+    path = put_cache(running.ccdir, now=T0)
+    client = BridgeClient(running.path)
+
+    async def go():
+        await client.store("alice", path)
+        return await client.end("alice")
+
+    assert asyncio.run(go()) == {"forgotten": True, "credd_deleted": True, "caches_removed": 1}
+    assert "alice" not in running.store.creds and not os.path.exists(path)
+
+
 def test_client_raises_refused_with_reason(running):
     path = put_cache(running.ccdir, now=T0, principal=f"bob@{REALM}")
 
@@ -241,6 +253,9 @@ def test_unprivileged_uid_sees_only_its_own_state(running):
     assert listing["error"] == "permission_denied"
     forget = as_uid(2002, running.path, {"op": "forget", "user": "alice"})
     assert forget["error"] == "permission_denied"
+    for uid in (2001, 2002):  # ending a credential: privileged only, even one's own
+        end = as_uid(uid, running.path, {"op": "end", "user": "alice"})
+        assert end["error"] == "permission_denied"
     # refresh could write a ticket file: privileged only, even for one's own user
     for uid in (2001, 2002):
         refresh = as_uid(uid, running.path, {"op": "refresh", "user": "alice",

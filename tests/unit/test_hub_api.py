@@ -294,3 +294,71 @@ async def test_credential_is_only_for_users(hub):
     r = await api_request(hub, "batch", "credential", bypass_proxy=True,
                           headers={"Authorization": f"token {SERVICE_TOKEN}"})
     assert r.status_code == 403 and "only users" in r.json()["message"]
+
+
+# ---------------------------------------------------------------- logout: credentials end
+
+async def hub_login(hub, name):
+    """Log ``name`` in through the hub's own login form (PAM replaced); the session."""
+    from jupyterhub.tests.utils import AsyncSession
+    from tornado.httputil import url_concat
+
+    hub.authenticator.pam_login = lambda service, user, password: (True, None, "")
+    s = AsyncSession()
+    r = await s.get(hub.hub.url + "login")
+    r.raise_for_status()
+    r = await s.post(url_concat(hub.hub.url + "login", {"_xsrf": r.cookies["_xsrf"]}),
+                     data={"username": name, "password": "pw"}, allow_redirects=False)
+    assert r.status_code == 302, r.text
+    return s
+
+
+def ends(hub, name):
+    return [r for r in hub.bridge.requests if r.get("op") == "end" and r.get("user") == name]
+
+
+async def test_logout_without_a_server_ends_the_credential(hub):
+    user = new_user(hub)
+    s = await hub_login(hub, user.name)
+    await user.save_auth_state({"ccache": "/run/appliance/ccache/krb5cc_1_x", "principal": "p"})
+    r = await s.get(hub.hub.url + "logout", allow_redirects=False)
+    assert r.status_code in (200, 302), r.status_code
+    assert len(ends(hub, user.name)) == 1
+    state = await user.get_auth_state()
+    assert state["logged_out"] is True and state["ccache"] is None
+
+
+async def test_logout_with_a_server_keeps_it_until_the_last_server_stops(hub):
+    user = new_user(hub, "second")
+    s = await hub_login(hub, user.name)
+    first, second = starting(user), starting(user, "second")
+    await s.get(hub.hub.url + "logout", allow_redirects=False)
+    assert ends(hub, user.name) == []                      # kept for the servers
+    assert (await user.get_auth_state())["logged_out"] is True
+    second._spawn_pending = False
+    await hub.authenticator.post_spawn_stop(user, second)  # the first server still runs
+    assert ends(hub, user.name) == []
+    first._spawn_pending = False
+    await hub.authenticator.post_spawn_stop(user, first)   # the last one stopped
+    assert len(ends(hub, user.name)) == 1
+    assert (await user.get_auth_state())["ccache"] is None
+
+
+async def test_a_server_stopping_for_a_logged_in_user_keeps_the_credential(hub):
+    user = new_user(hub)
+    await hub_login(hub, user.name)
+    sp = starting(user)
+    sp._spawn_pending = False
+    await hub.authenticator.post_spawn_stop(user, sp)
+    assert ends(hub, user.name) == []
+
+
+async def test_a_new_login_after_logout_keeps_the_credential_when_the_server_stops(hub):
+    user = new_user(hub)
+    s = await hub_login(hub, user.name)
+    sp = starting(user)
+    await s.get(hub.hub.url + "logout", allow_redirects=False)
+    await hub_login(hub, user.name)                        # a fresh login: a fresh auth_state
+    sp._spawn_pending = False
+    await hub.authenticator.post_spawn_stop(user, sp)
+    assert ends(hub, user.name) == []

@@ -61,17 +61,28 @@ def test_a_whole_slurm_submission_imports_no_hub_framework(tmp_path):
     home.mkdir()
     request = {"backend": "slurm", "env_path": str(home / ".jupyterhub-batch" / "j.json"),
                "env": {"JUPYTERHUB_API_TOKEN": "t"},
-               "submit": {"sbatch": str(sbatch), "argv": ["--parsable"]}}
+               "submit": {"argv": ["--parsable"]}}
+    etc = tmp_path / "etc"
+    etc.mkdir(mode=0o755)
+    (etc / "submit-helper.json").write_text(json.dumps({"sbatch": str(sbatch)}))
+    (etc / "submit-helper.json").chmod(0o644)
     code = ("import io, json, os, sys\n"
+            "bare = set(sys.modules)\n"
             f"os.environ['HOME'] = {str(home)!r}\n"
+            "from appliance.userside import helper\n"
             "from appliance.userside.helper import main\n"
+            f"helper.CONFIG_PATH = {str(etc / 'submit-helper.json')!r}\n"
+            "os.getuid = lambda: 2001  # the tests run as root, whom the helper refuses\n"
             "out, sys.stdout = sys.stdout, io.StringIO()\n"
             "rc = main()\n"
             "answer, sys.stdout = sys.stdout.getvalue(), out\n"
             "assert rc == 0 and json.loads(answer) == {'job_id': '42'}, answer\n"
-            "print(json.dumps(sorted(sys.modules)))\n")
+            "print(json.dumps(sorted(set(sys.modules) - bare)))\n")
     loaded = loaded_by(code, stdin=json.dumps(request))
     assert "appliance.userside.slurm" in loaded and "subprocess" in loaded
+    # the budget: 42 modules beyond a bare interpreter's today (Python 3.11; the config check adds
+    # one, appliance.userside.siteconfig); a framework would add hundreds
+    assert len(loaded) <= 50, f"{len(loaded)} modules: {loaded}"
     assert not forbidden(loaded), forbidden(loaded)
     assert (home / ".jupyterhub-batch" / "j.json").exists()
 

@@ -165,7 +165,8 @@ class HTCondorScheduler(Scheduler):
 
     condor_config = Unicode(
         os.environ.get("CONDOR_CONFIG", "/etc/appliance/condor/condor_config"),
-        help="HTCondor client config used by the hub and the submit helper.",
+        help="HTCondor client config used by the hub (the submit helper takes its own, normally "
+        "the same file, from condor_config in /etc/appliance/submit-helper.json).",
     ).tag(config=True)
     collector = Unicode(
         "", help="Collector to locate the notebook schedd in ('' = the config's COLLECTOR_HOST)."
@@ -222,7 +223,6 @@ class HTCondorScheduler(Scheduler):
 
     def build_submit(self, request: SubmitRequest) -> dict[str, Any]:
         return {
-            "condor_config": self.condor_config,
             "collector": self.collector or None,
             "schedd": self.schedd or None,
             "description": build_description(

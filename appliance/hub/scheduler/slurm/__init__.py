@@ -42,12 +42,12 @@ class SlurmScheduler(Scheduler):
 
     name = "slurm"
 
-    sbatch = Unicode("/usr/bin/sbatch", help="Path of sbatch (run as the user by the submit helper).").tag(config=True)
     squeue = Unicode("/usr/bin/squeue", help="Path of squeue (run by the hub).").tag(config=True)
     scancel = Unicode("/usr/bin/scancel", help="Path of scancel (run by the hub as root).").tag(config=True)
     scontrol = Unicode("/usr/bin/scontrol", help="Path of scontrol (partitions, nodes, reservations).").tag(config=True)
     slurm_conf = Unicode(
-        "", help="SLURM_CONF for every Slurm command ('' = the default /etc/slurm/slurm.conf)."
+        "", help="SLURM_CONF for the hub's Slurm commands ('' = the default /etc/slurm/slurm.conf); "
+        "the submit helper's sbatch takes its own from /etc/appliance/submit-helper.json."
     ).tag(config=True)
     notebook_partition = Unicode(
         "jhub", help="Partition of a request that names none (the site's notebook partition)."
@@ -201,7 +201,8 @@ class SlurmScheduler(Scheduler):
             job_script=self.job_script,
             extra_args=self.extra_sbatch_args,
         )
-        return {"sbatch": self.sbatch, "slurm_conf": self.slurm_conf, "argv": argv}
+        # sbatch's path and SLURM_CONF: the helper's root-owned config (appliance.userside.siteconfig)
+        return {"argv": argv}
 
     async def query_all(self) -> dict[str, JobStatus]:
         data = await self._json(self.squeue, "--json", "--states=all", f"--name={self.job_name}")
