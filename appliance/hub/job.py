@@ -147,30 +147,32 @@ class NotebookJob:
             await asyncio.sleep(self.waits.listen_poll_interval)
         # Give up quietly: JupyterHub's own probe and http_timeout decide from here.
 
-    async def cancel(self, st: Optional[JobStatus] = None) -> None:
+    async def cancel(self, st: Optional[JobStatus] = None) -> bool:
         """Remove the job (as the hub's service identity) if the scheduler lists it as the
         owner's: ``st`` is its status, else the watcher's cached one (a job's owner never
         changes), else one from a query started now. A job listed under another owner, or not
-        listed at all, is left alone (logged). Failures are logged, not raised."""
+        listed at all, is left alone (logged). Failures are logged, not raised. True when the
+        removal was asked for."""
         if st is None:
             if self.watcher is None:
                 self.log.info("%s job %s: no status query ran, nothing removed", self.backend,
                               self.job_id)
-                return
+                return False
             st = self.watcher.jobs.get(self.job_id) or await self.watcher.status(
                 self.job_id, newer_than=time.monotonic(), timeout=self.waits.status_timeout)
             if st is None:
                 self.log.info("%s job %s is not listed: nothing to remove", self.backend,
                               self.job_id)
-                return
+                return False
         try:
             self.own(st)
         except NotYours:
-            return
+            return False
         try:
             await self.scheduler.cancel(self.job_id)
         except Exception as e:
             self.log.warning("Could not remove job %s: %s", self.job_id, e)
+        return True
 
     async def gone(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until the scheduler no longer lists the job as active."""

@@ -511,8 +511,7 @@ class BatchSpawner(SessionEndings, Spawner):
             # the watcher (started if need be): removal needs the scheduler's word on the owner
             job = self._job(self.registry.scheduler(self.backend),
                             self.registry.watcher(self.backend))
-            await job.cancel()
-            if not now:
+            if await job.cancel() and not now:
                 await job.gone(timeout=self.stop_timeout)
         self._remove_env_file()
         self.job_id = ""
