@@ -6,17 +6,23 @@ Standard library only, one file, so a site can drop it on nodes next to any Pyth
 1. Reads the job's private environment file (written 0600 by the submit helper as the user; it
    holds the hub API token, which therefore never appears in a job ad or on a command line) and
    deletes it.
-2. Picks a free TCP port in the configured range (random order, bind test).
-3. Reports the port to the hub (``POST $JUPYTERHUB_API_URL/batch/port`` with the server's own token).
-   The hub takes the host from the scheduler, never from here.
+2. Picks a free TCP port in the configured range (random order, bind test) and starts
+   ``jupyterhub-singleuser`` (or the given command) on it, as a child.
+3. Waits until a socket listens on that port and checks, from ``/proc/net/tcp{,6}`` and the
+   socket inodes in ``/proc/<pid>/fd``, that it is the child's (this job's uid, a process of the
+   child's tree) and that no other uid listens on the port. Another uid holding the port (a
+   hostile user on a shared node binding it first): the child is stopped and another port tried
+   (``--port-attempts``), else the job fails with a message naming the uid.
+4. Only then reports the port to the hub (``POST $JUPYTERHUB_API_URL/batch/port`` with the
+   server's own token). The hub takes the host from the scheduler, never from here.
 4. Sets ``JOB_END_TIME`` (seconds since the epoch when the job's wall-clock limit ends: Slurm's
    ``SLURM_JOB_END_TIME``, HTCondor's job ad ``JobCurrentStartDate + AllowedJobDuration``, else
    now + ``APPLIANCE_RUNTIME_SECONDS``) and writes it to a small file next to the env file
    (``JOB_END_TIME_FILE``, ``~/.jupyterhub-batch/<job>.end``), which the hub rewrites when the
    session is extended, so notebooks and tools can read it.
-5. Execs ``jupyterhub-singleuser`` (or the given command) bound to that port.
+5. Stays the child's parent: forwards termination signals to it and exits with its status.
 
-Usage: appliance-launch --env-file FILE --port-range LO-HI [-- command args...]
+Usage: appliance-launch --env-file FILE --port-range LO-HI [--port-attempts N] [-- command args...]
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import stat
+import subprocess
 import sys
 import time
 import urllib.error
@@ -77,6 +85,121 @@ def pick_port(lo: int, hi: int, attempts: int = 200) -> int:
         finally:
             s.close()
     raise SystemExit(f"appliance-launch: no free port in {lo}-{hi}")
+
+
+TCP_LISTEN = "0A"
+
+
+def listeners(port: int, tables=("/proc/net/tcp", "/proc/net/tcp6")) -> list:
+    """(uid, socket inode) of every socket listening on ``port`` (any address, IPv4 and IPv6)."""
+    out = []
+    for table in tables:
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != TCP_LISTEN:
+                continue
+            if int(fields[1].rpartition(":")[2], 16) == port:
+                out.append((int(fields[7]), int(fields[9])))
+    return out
+
+
+def process_tree(root: int) -> set:
+    """``root`` and all its descendants (from /proc/<pid>/stat)."""
+    children: dict = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat_line = f.read()
+        except OSError:
+            continue
+        ppid = int(stat_line.rpartition(")")[2].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo.extend(children.get(pid, ()))
+    return tree
+
+
+def socket_inodes(pids) -> set:
+    """Inodes of the sockets the processes ``pids`` hold open."""
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def port_owner(port: int, uid: int, child: int) -> "tuple[str, int | None]":
+    """Who listens on ``port``: ("ours", uid) when a socket of ``child``'s process tree listens
+    and no other uid does; ("foreign", that uid) when another uid listens; ("none", None)."""
+    found = listeners(port)
+    for owner_uid, _ in found:
+        if owner_uid != uid:
+            return "foreign", owner_uid
+    if found and socket_inodes(process_tree(child)) & {inode for _, inode in found}:
+        return "ours", uid
+    return "none", None
+
+
+def start_server(command: list, port: int, uid: int, timeout: float, poll: float = 0.02):
+    """Start ``command`` (its env names ``port``) and wait until its own socket listens there.
+
+    Returns (process, None) when it listens, or (None, foreign uid or None) after stopping it:
+    another uid listens on the port, or the server ended / did not listen within ``timeout``
+    (then the caller decides; its exit status is in the message printed here)."""
+    proc = subprocess.Popen(command, preexec_fn=_die_with_parent)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        verdict, who = port_owner(port, uid, proc.pid)
+        if verdict == "ours":
+            return proc, None
+        if verdict == "foreign" or proc.poll() is not None:
+            break
+        time.sleep(poll)
+    verdict, who = port_owner(port, uid, proc.pid)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if verdict == "foreign":
+        print(f"appliance-launch: port {port} is held by uid {who}, not by this job "
+              f"(uid {uid}): not reported", file=sys.stderr)
+        return None, who
+    print(f"appliance-launch: the server did not listen on port {port} "
+          f"(exit status {proc.returncode})", file=sys.stderr)
+    return None, None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the server gets SIGTERM if the launcher dies (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+    except Exception:
+        pass
 
 
 def report_port(api_url: str, token: str, port: int, tries: int = 10) -> None:
@@ -160,8 +283,13 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="appliance-launch")
     ap.add_argument("--env-file", required=True)
     ap.add_argument("--port-range", type=parse_range, default=(40000, 41000))
+    ap.add_argument("--port-attempts", type=int, default=5,
+                    help="ports to try when other users' processes hold the one picked")
+    ap.add_argument("--start-timeout", type=float, default=120.0,
+                    help="seconds the server may take to listen")
     ap.add_argument("command", nargs="*", default=[])
     args = ap.parse_args(argv)
+    started = time.monotonic()
 
     env = read_env_file(args.env_file)
     os.environ.update(env)
@@ -178,13 +306,42 @@ def main(argv=None) -> None:
     ]
     if not os.path.exists(command[0]) and "/" in command[0]:
         command[0] = "jupyterhub-singleuser"
-    port = pick_port(*args.port_range)
-    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    os.environ["JUPYTERHUB_SERVICE_URL"] = f"http://0.0.0.0:{port}{prefix}"
-    report_port(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"], port)
     os.chdir(os.path.expanduser("~"))
     sys.stdout.flush()
-    os.execvp(command[0], command)
+    child = {"proc": None}
+
+    def forward(signum, _frame):
+        proc = child["proc"]
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signum)
+        elif proc is None:
+            raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+    uid = os.getuid()
+    for _ in range(args.port_attempts):
+        port = pick_port(*args.port_range)
+        os.environ["JUPYTERHUB_SERVICE_URL"] = f"http://0.0.0.0:{port}{prefix}"
+        proc, foreign = start_server(command, port, uid, args.start_timeout)
+        if proc is not None:
+            break
+        if foreign is None:  # the server itself failed: no other port will help
+            raise SystemExit("appliance-launch: the notebook server did not start (see above)")
+    else:
+        raise SystemExit(f"appliance-launch: {args.port_attempts} ports of the range were taken "
+                         "by other users' processes before the server could listen; not started")
+    child["proc"] = proc
+    print(f"appliance-launch: server (pid {proc.pid}, uid {uid}) listens on port {port}; "
+          f"reporting {time.monotonic() - started:.3f} s after start", file=sys.stderr)
+    try:
+        report_port(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"], port)
+    except SystemExit:
+        proc.terminate()
+        raise
+    code = proc.wait()
+    raise SystemExit(code if code >= 0 else 128 - code)
 
 
 if __name__ == "__main__":

@@ -20,3 +20,8 @@ SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 #: Job ids: HTCondor "cluster.proc", Slurm "N" or "N_M" (array task).
 HTCONDOR_JOB_ID_RE = re.compile(r"^\d+\.\d+\Z")
 SLURM_JOB_ID_RE = re.compile(r"^\d+(_\d+)?\Z")
+#: A host name a route may point at: dot-separated RFC 1123 labels, nothing else (no port, no
+#: "@", "#", "/", ":" or spaces), at most 253 characters. A dotted IPv4 address also matches.
+HOST_NAME_RE = re.compile(
+    r"^(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")

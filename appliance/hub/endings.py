@@ -106,7 +106,7 @@ class SessionEndings(HasTraits):
         self._outcome_final = True
         sched = self.registry.scheduler(self.backend)
         if st is not None and st.state in (HELD, PENDING):
-            await self._job(sched, watcher).cancel()
+            await self._job(sched, watcher).cancel(st)
         self.record(await end_outcome(sched, self.backend, self.job_id, st,
                                       was_running=bool(self.job_host), now=time.time()))
         await self._save()

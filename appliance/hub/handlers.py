@@ -2,8 +2,9 @@
 
 ``POST /hub/api/batch/port`` — the node launcher reports the port its server will listen on.
 Accepted only with the token of a server that is currently starting (compared in constant time with
-that spawner's own API token) and only for an integer inside the spawner's configured port range.
-The host is never taken from here: it comes from the scheduler.
+that spawner's own API token) and only for an integer inside the spawner's configured port range;
+a body with anything besides ``port`` is refused. The host is never taken from here: it comes from
+the scheduler's own record (``appliance.hub.scheduler.routehost``).
 
 ``GET /hub/api/batch/credential`` — the current user's own Kerberos credential state (home page).
 """
@@ -37,6 +38,9 @@ class PortReportHandler(_APIHandler):
         except ValueError:
             raise web.HTTPError(400, "body must be JSON")
         port = body.get("port") if isinstance(body, dict) else None
+        extra = sorted(set(body) - {"port"}) if isinstance(body, dict) else []
+        if extra:  # e.g. a "host": the route's host is the scheduler's record, never the node's word
+            raise web.HTTPError(400, f"only 'port' may be reported, not {', '.join(extra)}")
         if not isinstance(port, int) or isinstance(port, bool):
             raise web.HTTPError(400, "port must be an integer")
         if token is None or user is None or not hasattr(user, "spawners"):

@@ -31,6 +31,11 @@ class SpawnError(Exception):
         self.jupyterhub_message = message
 
 
+class NotYours(SpawnError):
+    """The scheduler lists the job under another owner: the hub neither routes to it nor
+    removes it (the job id came from the user's side: the submit helper's answer)."""
+
+
 @dataclass(frozen=True)
 class Waits:
     """The spawner's wait settings (see BatchSpawner's traitlets of the same names)."""
@@ -41,11 +46,25 @@ class Waits:
 
 
 class NotebookJob:
+    """``owner``: the hub user the job must belong to; every status this class acts on is
+    checked against it (:meth:`own`)."""
+
     def __init__(self, job_id: str, backend: str, scheduler: Scheduler,
-                 watcher: Optional[JobWatcher], *, job_dir: str, waits: Waits,
+                 watcher: Optional[JobWatcher], *, owner: str, job_dir: str, waits: Waits,
                  emit: Callable[..., None], log: logging.Logger):
         self.job_id, self.backend, self.scheduler, self.watcher = job_id, backend, scheduler, watcher
+        self.owner = owner
         self.job_dir, self.waits, self.emit, self.log = job_dir, waits, emit, log
+
+    def own(self, st: Optional[JobStatus]) -> Optional[JobStatus]:
+        """``st`` if the scheduler's record says the job is the owner's (or it is not listed);
+        else NotYours, logged: no route, no removal with the hub's identity."""
+        if st is not None and st.owner != self.owner:
+            self.log.warning("%s job %s belongs to %r, not to %s: not routed, not removed",
+                             self.backend, self.job_id, st.owner, self.owner)
+            raise NotYours(f"Job {self.job_id} is not a job of {self.owner} "
+                           f"(the scheduler lists it under another user); nothing was started.")
+        return st
 
     def ended_message(self, st: Optional[JobStatus]) -> str:
         where = f" (job output: ~/{self.job_dir}/)"
@@ -63,18 +82,24 @@ class NotebookJob:
         """
         last_msg, newer = None, submitted
         while True:
-            st = await self.watcher.status(self.job_id, newer_than=newer)
+            st = self.own(await self.watcher.status(self.job_id, newer_than=newer))
             newer = None
             if st is None or st.state == DONE:
                 raise SpawnError(self.ended_message(st))
             if st.state == HELD:
-                await self.cancel()
+                await self.cancel(st)
                 raise SpawnError(self.ended_message(st))
+            if st.state == RUNNING and st.host_error:
+                self.log.warning("%s job %s of %s: no route: %s", self.backend, self.job_id,
+                                 self.owner, st.host_error)
+                await self.cancel(st)
+                raise SpawnError(f"Job {self.job_id} was removed: the scheduler's record of where "
+                                 f"it runs was refused ({st.host_error}).")
             if st.state == RUNNING and st.host:
                 return st.host
             fatal = self.scheduler.fatal_reason(st)
             if fatal:
-                await self.cancel()
+                await self.cancel(st)
                 raise SpawnError(fatal)
             wait = self.scheduler.waiting(st)
             msg = f"Job {self.job_id} waiting in the {self.scheduler.name} queue" + (
@@ -88,7 +113,7 @@ class NotebookJob:
             await self.watcher.wait_update(timeout=self.waits.status_timeout)
 
     async def fail_if_ended(self) -> None:
-        st = await self.watcher.status(self.job_id)
+        st = self.own(await self.watcher.status(self.job_id))
         if st is None or st.state in (DONE, HELD):
             raise SpawnError(self.ended_message(st))
 
@@ -122,12 +147,32 @@ class NotebookJob:
             await asyncio.sleep(self.waits.listen_poll_interval)
         # Give up quietly: JupyterHub's own probe and http_timeout decide from here.
 
-    async def cancel(self) -> None:
-        """Remove the job (as the hub's service identity); a failure is logged, not raised."""
+    async def cancel(self, st: Optional[JobStatus] = None) -> bool:
+        """Remove the job (as the hub's service identity) if the scheduler lists it as the
+        owner's: ``st`` is its status, else the watcher's cached one (a job's owner never
+        changes), else one from a query started now. A job listed under another owner, or not
+        listed at all, is left alone (logged). Failures are logged, not raised. True when the
+        removal was asked for."""
+        if st is None:
+            if self.watcher is None:
+                self.log.info("%s job %s: no status query ran, nothing removed", self.backend,
+                              self.job_id)
+                return False
+            st = self.watcher.jobs.get(self.job_id) or await self.watcher.status(
+                self.job_id, newer_than=time.monotonic(), timeout=self.waits.status_timeout)
+            if st is None:
+                self.log.info("%s job %s is not listed: nothing to remove", self.backend,
+                              self.job_id)
+                return False
+        try:
+            self.own(st)
+        except NotYours:
+            return False
         try:
             await self.scheduler.cancel(self.job_id)
         except Exception as e:
             self.log.warning("Could not remove job %s: %s", self.job_id, e)
+        return True
 
     async def gone(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until the scheduler no longer lists the job as active."""

@@ -23,10 +23,17 @@ c.JupyterHub.db_url = os.environ.get("APPLIANCE_DB_URL", f"sqlite:///{STATE}/jup
 c.JupyterHub.cookie_secret_file = f"{STATE}/secrets/cookie_secret"
 c.JupyterHub.pid_file = "/run/appliance/jupyterhub.pid"
 # Nodes reach the hub API over the cluster network; the browser reaches the hub only via nginx+CHP.
-c.JupyterHub.hub_bind_url = os.environ.get("APPLIANCE_HUB_BIND_URL", "http://0.0.0.0:8081")
-c.JupyterHub.hub_connect_url = os.environ.get(
-    "APPLIANCE_HUB_CONNECT_URL", f"http://{socket.getfqdn()}:8081"
-)
+_nodes_url = os.environ.get("APPLIANCE_HUB_CONNECT_URL", f"http://{socket.getfqdn()}:8081")
+if os.environ.get("APPLIANCE_CLUSTER_ADDR"):
+    # The hub listens on loopback only (CHP and the hub's own services reach it there); nodes reach
+    # its REST API through nginx on the cluster-side address, which serves nothing else
+    # (image/bin/appliance-nginx-conf; docs/security.md, "User isolation").
+    c.JupyterHub.hub_bind_url = os.environ.get("APPLIANCE_HUB_BIND_URL", "http://127.0.0.1:8081")
+    c.JupyterHub.hub_connect_url = "http://127.0.0.1:8081"
+    c.Spawner.hub_connect_url = _nodes_url
+else:  # the hub itself on every interface, UI included (no cluster-side filter)
+    c.JupyterHub.hub_bind_url = os.environ.get("APPLIANCE_HUB_BIND_URL", "http://0.0.0.0:8081")
+    c.JupyterHub.hub_connect_url = _nodes_url
 # A hub restart must not kill users' notebooks; CHP is supervised separately.
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.cleanup_proxy = False

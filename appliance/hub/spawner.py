@@ -394,8 +394,8 @@ class BatchSpawner(SessionEndings, Spawner):
     def _job(self, sched: Scheduler, watcher) -> NotebookJob:
         waits = Waits(check_interval=self.check_interval, status_timeout=self.status_timeout,
                       listen_poll_interval=self.listen_poll_interval)
-        return NotebookJob(self.job_id, self.backend, sched, watcher, job_dir=self.job_dir,
-                           waits=waits, emit=self._emit, log=self.log)
+        return NotebookJob(self.job_id, self.backend, sched, watcher, owner=self.user.name,
+                           job_dir=self.job_dir, waits=waits, emit=self._emit, log=self.log)
 
     async def _submit(self, sched: Scheduler, opts: UserOptions,
                       timer: metrics.SpawnTimer) -> float:
@@ -432,7 +432,15 @@ class BatchSpawner(SessionEndings, Spawner):
                 except OSError:
                     pass
         t_submit = time.monotonic()
-        self.job_id = answer["job_id"]
+        job_id = answer["job_id"]
+        if not isinstance(job_id, str) or not sched.job_id_re.match(job_id):
+            # the helper runs as the user: its answer is the user's word, checked like input
+            self.log.warning("%s: submit helper answered a malformed job id %r", self._log_name,
+                             job_id)
+            raise SpawnError(f"Submission to {opts.backend} failed: the submit helper answered "
+                             f"a malformed job_id {str(job_id)[:40]!r}")
+        # Whose job it is, the scheduler says: NotebookJob.own() checks every status it acts on.
+        self.job_id = job_id
         self.job_host = ""
         self._emit(f"Job {self.job_id} submitted", 20)
         await self._save()
@@ -464,6 +472,10 @@ class BatchSpawner(SessionEndings, Spawner):
         # Right after a hub restart the cache may predate us: wait for one fresh answer.
         newer = time.monotonic() if watcher.updated == 0 else None
         st = await watcher.status(self.job_id, newer_than=newer)
+        if st is not None and st.owner != self.user.name:
+            self.log.warning("%s: %s job %s belongs to %r: treated as gone, not removed",
+                             self._log_name, self.backend, self.job_id, st.owner)
+            st = None
         lost = st is not None and st.state == PENDING and bool(self.job_host) \
             and not self._spawn_pending
         if st is not None and st.state not in (DONE, HELD) and not lost:
@@ -496,10 +508,10 @@ class BatchSpawner(SessionEndings, Spawner):
             self._pending_stopped(timer)  # a start JupyterHub gave up on without cancelling it
         self._stopped()
         if self.job_id and self.backend:
+            # the watcher (started if need be): removal needs the scheduler's word on the owner
             job = self._job(self.registry.scheduler(self.backend),
-                            self.registry.running_watcher(self.backend))
-            await job.cancel()
-            if not now:
+                            self.registry.watcher(self.backend))
+            if await job.cancel() and not now:
                 await job.gone(timeout=self.stop_timeout)
         self._remove_env_file()
         self.job_id = ""

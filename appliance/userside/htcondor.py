@@ -26,11 +26,15 @@ def submit_as_user(submit: dict) -> str:
     return f"{result.cluster()}.0"
 
 
-def locate_schedd(htcondor, collector: Optional[str], schedd_name: Optional[str]):
-    """The schedd ``schedd_name`` (None: the only one) known to ``collector`` (None: the config's)."""
+def locate_schedd_ad(htcondor, collector: Optional[str], schedd_name: Optional[str]):
+    """The location ad of schedd ``schedd_name`` (None: the only one) known to ``collector``
+    (None: the config's)."""
     coll = htcondor.Collector(collector) if collector else htcondor.Collector()
     if schedd_name:
-        ad = coll.locate(htcondor.DaemonType.Schedd, schedd_name)
-    else:
-        ad = coll.locate(htcondor.DaemonType.Schedd)
-    return htcondor.Schedd(ad)
+        return coll.locate(htcondor.DaemonType.Schedd, schedd_name)
+    return coll.locate(htcondor.DaemonType.Schedd)
+
+
+def locate_schedd(htcondor, collector: Optional[str], schedd_name: Optional[str]):
+    """The schedd ``schedd_name`` (None: the only one) known to ``collector`` (None: the config's)."""
+    return htcondor.Schedd(locate_schedd_ad(htcondor, collector, schedd_name))

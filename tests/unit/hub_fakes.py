@@ -48,8 +48,10 @@ class FakeCluster:
         self._reported: set[str] = set()
         self._queried = asyncio.Event()
 
-    def set(self, job_id: str, state: str, host: Optional[str] = None, reason: str = "") -> None:
-        self.jobs[job_id] = JobStatus(job_id, state, host, reason)
+    def set(self, job_id: str, state: str, host: Optional[str] = None, reason: str = "",
+            owner: str = ACCOUNT, host_error: str = "") -> None:
+        """The scheduler's record of a job; ``owner`` as the scheduler lists it."""
+        self.jobs[job_id] = JobStatus(job_id, state, host, reason, owner, host_error=host_error)
 
     async def queried(self, n: int) -> None:
         """Return once ``n`` more queries were answered."""

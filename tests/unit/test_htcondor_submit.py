@@ -57,8 +57,10 @@ def test_unsafe_paths_refused():
 
 
 def test_status_mapping():
-    run = status_from_ad({"ClusterId": 7, "ProcId": 0, "JobStatus": 2, "RemoteHost": "slot1_3@exec2.mini.test"})
-    assert (run.job_id, run.state, run.host) == ("7.0", "running", "exec2.mini.test")
+    # RemoteHost is the owner's to edit (condor_qedit): the host never comes from the job ad
+    run = status_from_ad({"ClusterId": 7, "ProcId": 0, "JobStatus": 2, "RemoteHost": "slot1_3@exec2.mini.test",
+                          "Owner": "alice"})
+    assert (run.job_id, run.state, run.host, run.owner) == ("7.0", "running", None, "alice")
     held = status_from_ad({"ClusterId": 8, "ProcId": 0, "JobStatus": 5, "HoldReason": "Error from starter"})
     assert held.state == "held" and held.reason == "Error from starter"
     idle = status_from_ad({"ClusterId": 9, "JobStatus": 1})

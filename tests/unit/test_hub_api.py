@@ -198,6 +198,7 @@ async def test_port_out_of_range_is_refused(hub, port):
     ([40001], "port must be an integer"),
     ({}, "port must be an integer"),
     ({"port": "40001"}, "port must be an integer"),
+    ({"port": 40001, "host": "10.1.2.3"}, "only 'port' may be reported, not host"),
     ({"port": 40001.0}, "port must be an integer"),
     ({"port": True}, "port must be an integer"),
     ({"port": None}, "port must be an integer"),

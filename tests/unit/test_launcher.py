@@ -3,6 +3,9 @@
 import json
 import os
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -63,3 +66,134 @@ def test_parse_range():
     for bad in ("41000-40000", "80-90", "a-b", "40000"):
         with pytest.raises(Exception):
             launcher.parse_range(bad)
+
+
+# -- the listening socket must be the job's own (issue 9, hole 2) ----------------------------
+# Real sockets, real /proc. "Another user" is a process running as uid OTHER_UID (needs root,
+# which CI and the development machines have).
+OTHER_UID = 2004  # mallory in demo/users.tsv; any uid other than ours works
+LISTEN = ("import os, socket, sys, time; s = socket.socket(); "
+          "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+          "s.bind(('0.0.0.0', int(sys.argv[1]) if len(sys.argv) > 1 else "
+          "int(os.environ['JUPYTERHUB_SERVICE_URL'].rsplit(':', 1)[1].split('/')[0]))); "
+          "s.listen(); print(s.getsockname()[1], flush=True); time.sleep(60)")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a socket as another uid")
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("0.0.0.0", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture
+def held_port():
+    """A port another uid listens on (the hostile user's process on a shared node)."""
+    # the system Python: the other uid may not read the test venv
+    proc = subprocess.Popen(["/usr/bin/python3", "-c", LISTEN, "0"], stdout=subprocess.PIPE,
+                            user=OTHER_UID, text=True, cwd="/")
+    port = int(proc.stdout.readline())
+    yield port
+    proc.kill()
+    proc.wait()
+
+
+@needs_root
+def test_port_owner_names_another_uid(held_port):
+    assert (OTHER_UID, ) == tuple({uid for uid, _ in launcher.listeners(held_port)})
+    assert launcher.port_owner(held_port, os.getuid(), os.getpid()) == ("foreign", OTHER_UID)
+
+
+def test_port_owner_is_ours_only_for_the_childs_own_socket():
+    proc = subprocess.Popen([sys.executable, "-c", LISTEN, "0"], stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        port = int(proc.stdout.readline())
+        assert launcher.port_owner(port, os.getuid(), proc.pid) == ("ours", os.getuid())
+        # the same uid's socket, but not in the tree of the process the launcher started
+        assert launcher.port_owner(port, os.getuid(), other.pid) == ("none", None)
+        assert launcher.port_owner(free_port(), os.getuid(), proc.pid) == ("none", None)
+    finally:
+        for p in (proc, other):
+            p.kill()
+            p.wait()
+
+
+class FakeHub:
+    """The hub's port-report endpoint on loopback; records what the launcher reports."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        reports = self.reports = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                reports.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hub/api"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def run_launcher(tmp_path, hub, ports, attempts=3):
+    """appliance-launch in a subprocess whose pick_port yields ``ports`` in turn; the "server"
+    listens on the port from JUPYTERHUB_SERVICE_URL (as jupyterhub-singleuser does)."""
+    env_file = tmp_path / "env.json"
+    write(env_file, {"JUPYTERHUB_API_URL": hub.url, "JUPYTERHUB_API_TOKEN": "t"})
+    driver = (f"import sys; from appliance import launcher; ports = iter({ports!r}); "
+              "launcher.pick_port = lambda lo, hi: next(ports); "
+              f"launcher.main(['--env-file', {str(env_file)!r}, '--port-range', '40000-41000', "
+              f"'--port-attempts', '{attempts}', '--start-timeout', '20', '--', "
+              f"{sys.executable!r}, '-c', {LISTEN!r}])")
+    proc = subprocess.Popen([sys.executable, "-c", driver], stderr=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(launcher.__file__)))
+    return proc
+
+
+@needs_root
+def test_launcher_skips_a_port_another_uid_took_and_reports_its_own(tmp_path, held_port):
+    hub, mine = FakeHub(), free_port()
+    proc = run_launcher(tmp_path, hub, [held_port, mine])
+    try:
+        seen = []
+        for line in proc.stderr:  # until the launcher says it reports
+            seen.append(line)
+            if "reporting" in line:
+                break
+        text = "".join(seen)
+        assert f"port {held_port} is held by uid {OTHER_UID}" in text
+        assert f"listens on port {mine}" in text
+        wait_for_report = time.monotonic() + 10
+        while not hub.reports and time.monotonic() < wait_for_report:
+            time.sleep(0.01)
+        assert hub.reports == [{"port": mine}]
+        assert launcher.port_owner(mine, os.getuid(), proc.pid)[0] == "ours"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        hub.close()
+
+
+@needs_root
+def test_launcher_fails_clearly_when_other_uids_hold_every_try(tmp_path, held_port):
+    hub = FakeHub()
+    proc = run_launcher(tmp_path, hub, [held_port] * 3)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        hub.close()
+    assert proc.returncode != 0 and hub.reports == []
+    assert err.count(f"port {held_port} is held by uid {OTHER_UID}") == 3
+    assert "3 ports of the range were taken by other users' processes" in err

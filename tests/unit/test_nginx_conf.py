@@ -44,3 +44,25 @@ def test_bad_values_are_refused_by_name(tmp_path, name, value):
     r = run(tmp_path, **{name: value})
     assert r.returncode == 2 and name in r.stderr, r.stderr
     assert not (tmp_path / "nginx-login.conf").exists()
+
+
+def test_cluster_side_listener_serves_only_the_api(tmp_path):
+    r = run(tmp_path, APPLIANCE_CLUSTER_ADDR="172.29.10.10")
+    assert r.returncode == 0, r.stderr
+    conf = (tmp_path / "nginx-cluster.conf").read_text()
+    assert "listen 172.29.10.10:8081;" in conf and "0.0.0.0" not in conf
+    assert "location /hub/api/ {" in conf and "location = /hub/metrics" in conf
+    assert "location / { return 404; }" in conf
+    assert "proxy_set_header Host $host;" in conf  # nginx variables survive the heredoc
+
+
+def test_no_cluster_address_no_cluster_listener(tmp_path):
+    assert run(tmp_path).returncode == 0
+    assert (tmp_path / "nginx-cluster.conf").read_text() == ""
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0:80", "appliance", "172.29.10.10; listen 80"])
+def test_bad_cluster_address_is_refused_by_name(tmp_path, value):
+    r = run(tmp_path, APPLIANCE_CLUSTER_ADDR=value)
+    assert r.returncode == 2 and "APPLIANCE_CLUSTER_ADDR" in r.stderr
+    assert not (tmp_path / "nginx-cluster.conf").exists()

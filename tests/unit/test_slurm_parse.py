@@ -92,10 +92,12 @@ def test_reservations():
 
 
 def test_squeue_mixed_states():
-    jobs = parse_jobs(load("slurm_squeue_mixed.json"), node_address={"node1": "node1.mini.test"})
+    jobs = parse_jobs(load("slurm_squeue_mixed.json"), known_nodes={"node1": "node1.mini.test"})
     metas = {k: v.detail for k, v in jobs.items()}
     assert jobs["6"].state == RUNNING and jobs["6"].host == "node1.mini.test" and jobs["6"].owner == "alice"
-    assert jobs["1"].state == RUNNING and jobs["1"].host == "node3"  # no address known: the name
+    # a node Slurm's node list lacks: no route, and the status says why
+    assert jobs["1"].state == RUNNING and jobs["1"].host is None
+    assert "'node3' is not one of the nodes Slurm lists" in jobs["1"].host_error
     assert jobs["11"].state == RUNNING and metas["11"].reservation == "belle2"
     assert jobs["2"].state == PENDING and jobs["2"].reason == "Resources" and jobs["2"].host is None
     assert jobs["5"].reason == "Priority"
@@ -135,7 +137,8 @@ def test_job_state_flags():
             "state_reason": "None", "exit_code": {"return_code": {"set": True, "number": 0},
                                                    "signal": {"name": ""}}}
     assert job_status({**base, "job_state": ["RUNNING", "COMPLETING"]}).state == DONE
-    assert job_status({**base, "job_state": ["RUNNING"]}).host == "node1"
+    assert job_status({**base, "job_state": ["RUNNING"]}, {"node1": "node1"}).host == "node1"
+    assert job_status({**base, "job_state": ["RUNNING"]}).host is None  # nodes not known yet
     assert job_status({**base, "job_state": ["SUSPENDED"]}).state == HELD
     assert job_status({**base, "job_state": ["PENDING", "REQUEUED"]}).state == PENDING
     assert job_status({**base, "job_state": ["PENDING"], "state_reason": "JobHeldAdmin"}).state == HELD

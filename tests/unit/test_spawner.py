@@ -455,3 +455,53 @@ async def test_form_data_becomes_user_options(sim):
     sp = sim.spawner()
     assert sp.run_options_from_form({"backend": ["fake"], "cpus": ["2"], "env": ["A=1"]}) == {
         "backend": "fake", "cpus": 2, "env": {"A": "1"}}
+
+
+# -- the submit helper runs as the user: its job id is checked against the scheduler's record ---
+async def test_helper_answering_another_users_job_is_refused(sim, listener, caplog):
+    """mallory's helper prints alice's job id: no route to it, and it is not removed."""
+    sp = sim.spawner()
+    await sp.apply_user_options(sp, {})
+    sim.cluster.set(JOB, RUNNING, "127.0.0.1", owner="alice")
+    sim.cluster.on_running = lambda job_id: sp.port_reported(listener)
+    with pytest.raises(SpawnError, match=f"Job {JOB} is not a job of {ACCOUNT}"):
+        await sp.start()
+    assert sim.cluster.cancelled == [] and JOB in sim.cluster.jobs
+    assert f"job {JOB} belongs to 'alice'" in caplog.text
+    await sp.stop()  # JupyterHub stops a failed spawn: still not removed with the hub's identity
+    assert sim.cluster.cancelled == []
+
+
+@pytest.mark.parametrize("answer", ["41.0 -constraint true", 41, "", "41.0\n"])
+async def test_helper_answering_a_malformed_job_id_is_refused(tmp_path, listener, answer):
+    sim = SimHub(tmp_path, submit_helper_command=helper_command(tmp_path / "h.jsonl",
+                                                                {"job_id": answer}))
+    try:  # the fake backend's pattern is one word (the real ones: HTCondor's and Slurm's ids)
+        sp = sim.spawner()
+        await sp.apply_user_options(sp, {})
+        with pytest.raises(SpawnError, match="malformed job_id"):
+            await sp.start()
+        assert sp.job_id == "" and sim.cluster.cancelled == []
+    finally:
+        sim.close()
+
+
+async def test_poll_and_stop_leave_a_job_of_another_owner_alone(sim, listener, caplog):
+    sp = sim.spawner()
+    await started(sim, sp, listener)
+    sim.cluster.set(JOB, RUNNING, "127.0.0.1", owner="alice")  # e.g. a restored, edited state
+    await sim.cluster.queried(1)
+    assert await sp.poll() == 1
+    assert sim.cluster.cancelled == [] and "treated as gone, not removed" in caplog.text
+    queries = sim.cluster.queries
+    await sp.stop()  # nothing removed, so nothing to wait for (stop_timeout is 2 s here)
+    assert sim.cluster.cancelled == [] and sim.cluster.queries == queries
+
+
+async def test_refused_host_record_fails_the_spawn_and_removes_the_job(sim, listener, caplog):
+    sp = sim.spawner()
+    await sp.apply_user_options(sp, {})
+    sim.cluster.set(JOB, RUNNING, None, host_error="node 'db' is not one of the nodes Slurm lists")
+    with pytest.raises(SpawnError, match="record of where it runs was refused .node 'db'"):
+        await sp.start()
+    assert sim.cluster.cancelled == [JOB] and "no route" in caplog.text

@@ -20,6 +20,7 @@ One spawner (``appliance.hub.spawner.BatchSpawner``) drives every backend throug
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -51,6 +52,9 @@ class JobStatus:
     started_at: Optional[float] = None  # running: when it started (epoch seconds)
     code: Optional[int] = None  # held: the scheduler's reason code (HTCondor HoldReasonCode)
     end_state: str = ""  # done: the scheduler's final word (Slurm TIMEOUT/CANCELLED/..., "removed")
+    # running: why the scheduler's record of the host was refused (routehost.HostRefused); the
+    # hub then routes nowhere and the spawn fails with this message
+    host_error: str = ""
 
 
 @dataclass
@@ -72,6 +76,8 @@ class Scheduler(LoggingConfigurable):
     """Base class of the backends."""
 
     name = "base"
+    #: what a job id of this backend looks like (the submit helper's answer is checked with it)
+    job_id_re = re.compile(r"^\S+\Z")
 
     poll_interval = Float(
         10.0, help="Seconds between shared status queries while no spawn is pending."

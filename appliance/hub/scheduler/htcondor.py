@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import time
@@ -23,11 +24,12 @@ from traitlets import Bool, Dict, Float, Unicode, default
 
 from ...names import HTCONDOR_JOB_ID_RE
 from ...options import UserOptions
-from ...userside.htcondor import locate_schedd
+from ...userside.htcondor import locate_schedd_ad
 from .. import metrics
 from .base import DONE, HELD, PENDING, RUNNING, UNKNOWN, JobStatus, Scheduler, SubmitRequest
 from .capacity import CapacityView, check_fits, never_fits
 from .lane import SLOT_CONSTRAINT, SLOT_PROJECTION, Occupancy, parse_slots
+from .routehost import HostRefused, slot_host
 
 SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]*\Z")
 SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+\Z")
@@ -35,7 +37,7 @@ SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+\Z")
 # HTCondor JobStatus codes
 _STATUS = {1: PENDING, 2: RUNNING, 3: DONE, 4: DONE, 5: HELD, 6: RUNNING, 7: PENDING}
 PROJECTION = [
-    "ClusterId", "ProcId", "JobStatus", "RemoteHost", "HoldReason", "LastRejMatchReason",
+    "ClusterId", "ProcId", "JobStatus", "HoldReason", "LastRejMatchReason",
     "Owner", "JupyterHubUser", "NumShadowStarts", "LastHoldReason", "RemoveReason",
     "HoldReasonCode", "HoldReasonSubCode", "JobCurrentStartDate", "AllowedJobDuration",
     "RequestCpus", "RequestMemory", "RequestGpus", "EnteredCurrentStatus",
@@ -128,6 +130,8 @@ def _num(ad: Any, key: str) -> Optional[float]:
 
 
 def status_from_ad(ad: Any) -> JobStatus:
+    """The job ad's state. ``host`` stays None: the owner can edit the job ad (``RemoteHost``
+    with condor_qedit), so the host comes from the lane's slot ads (``routehost.slot_host``)."""
     job_id = f"{int(ad['ClusterId'])}.{int(ad.get('ProcId', 0))}"
     code = int(ad.get("JobStatus", 0))
     state = _STATUS.get(code, UNKNOWN)
@@ -136,8 +140,6 @@ def status_from_ad(ad: Any) -> JobStatus:
     ends_at = hold_code = started = None
     end_state = ""
     if state == RUNNING:
-        remote = str(ad.get("RemoteHost", "") or "")
-        host = remote.split("@")[-1] or None
         started, limit = _num(ad, "JobCurrentStartDate"), _num(ad, "AllowedJobDuration")
         if started and limit:
             ends_at = started + limit
@@ -162,6 +164,7 @@ class HTCondorScheduler(Scheduler):
     """HTCondor backend (see module doc)."""
 
     name = "htcondor"
+    job_id_re = HTCONDOR_JOB_ID_RE
 
     condor_config = Unicode(
         os.environ.get("CONDOR_CONFIG", "/etc/appliance/condor/condor_config"),
@@ -219,6 +222,9 @@ class HTCondorScheduler(Scheduler):
         self._htcondor = None
         self.clock = clock
         self._lane: Optional[tuple[CapacityView, Occupancy]] = None
+        self._slots: list = []  # the raw slot ads behind self._lane (route hosts come from them)
+        self._schedd_name = ""  # Name of the located schedd (slots' GlobalJobId start with it)
+        self._hosts: dict[str, str] = {}  # job id -> host, once its slot ad was found and checked
         self._lane_lock = asyncio.Lock()
 
     def build_submit(self, request: SubmitRequest) -> dict[str, Any]:
@@ -252,7 +258,9 @@ class HTCondorScheduler(Scheduler):
     def _get_schedd(self, fresh: bool = False):
         if self._schedd is None or fresh:
             htc = self._bindings()
-            self._schedd = locate_schedd(htc, self.collector or None, self.schedd or None)
+            ad = locate_schedd_ad(htc, self.collector or None, self.schedd or None)
+            self._schedd_name = str(ad.get("Name") or "")
+            self._schedd = htc.Schedd(ad)
         return self._schedd
 
     def _query_sync(self) -> dict[str, JobStatus]:
@@ -271,12 +279,38 @@ class HTCondorScheduler(Scheduler):
     async def query_all(self) -> dict[str, JobStatus]:
         with metrics.time_query("htcondor", "query"):
             statuses = await asyncio.to_thread(self._query_sync)
+        statuses = await self._with_hosts(statuses)
         if any(s.state == PENDING for s in statuses.values()):
             try:  # occupancy and "can never match" need a recent slot view
                 await self.lane(max_age=self.occupancy_refresh_seconds)
             except Exception as e:
                 self.log.warning("htcondor: lane slot view unavailable: %s", e)
         return statuses
+
+    async def _with_hosts(self, statuses: dict[str, JobStatus]) -> dict[str, JobStatus]:
+        """Running jobs get their host from the slot ad that runs them (``routehost``), never
+        from the job ad. A job whose slot is not listed yet (the startd's update lags the
+        schedd by ~1 s) stays without a host until a later query; the slot view is refreshed
+        for it at most every ``fast_poll_interval``."""
+        self._hosts = {j: h for j, h in self._hosts.items() if j in statuses}
+        running = [s for s in statuses.values() if s.state == RUNNING]
+        if any(s.job_id not in self._hosts for s in running):
+            try:
+                await self.lane(max_age=self.fast_poll_interval)
+            except Exception as e:
+                self.log.warning("htcondor: lane slot view unavailable: %s", e)
+        out = dict(statuses)
+        for s in running:
+            host, error = self._hosts.get(s.job_id), ""
+            if host is None:
+                try:
+                    host = slot_host(self._slots, s.job_id, s.owner, self._schedd_name)
+                except HostRefused as e:  # the spawner logs it and fails the spawn
+                    error = str(e)
+                if host:
+                    self._hosts[s.job_id] = host
+            out[s.job_id] = dataclasses.replace(s, host=host, host_error=error)
+        return out
 
     # -- the lane's slots: what it can ever provide, and how full it is ------------------------
     def _lane_sync(self) -> list:
@@ -295,6 +329,7 @@ class HTCondorScheduler(Scheduler):
             with metrics.time_query("htcondor", "slots"):
                 ads = await asyncio.to_thread(self._lane_sync)
             self._lane = parse_slots(ads, self.clock())
+            self._slots = list(ads)
             return self._lane
 
     async def capacity(self) -> Optional[CapacityView]:

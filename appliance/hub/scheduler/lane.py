@@ -18,6 +18,8 @@ SLOT_CONSTRAINT = "NotebookSlot =?= true"
 SLOT_PROJECTION = [
     "Name", "Machine", "SlotType", "PartitionableSlot", "DynamicSlot", "Cpus", "Memory", "GPUs",
     "TotalSlotCpus", "TotalSlotMemory", "TotalSlotGPUs", "State", "NumDynamicSlots",
+    # whose job runs there (the startd's record; routehost.slot_host takes route hosts from it)
+    "JobId", "GlobalJobId", "RemoteUser",
 ]
 
 

@@ -41,6 +41,7 @@ class SlurmScheduler(Scheduler):
     """Slurm backend (see module doc)."""
 
     name = "slurm"
+    job_id_re = SLURM_JOB_ID_RE
 
     squeue = Unicode("/usr/bin/squeue", help="Path of squeue (run by the hub).").tag(config=True)
     scancel = Unicode("/usr/bin/scancel", help="Path of scancel (run by the hub as root).").tag(config=True)
@@ -90,7 +91,8 @@ class SlurmScheduler(Scheduler):
         "detect partitions without usable nodes.",
     ).tag(config=True)
     use_node_address = Bool(
-        True, help="Report a job's host as the node's NodeAddr (else its NodeName)."
+        True, help="Route to a job's node by its NodeAddr (else its NodeName); either must be a "
+        "plain host name, and the node one that `scontrol show node` lists."
     ).tag(config=True)
     submit_hosts = List(
         Unicode(),
@@ -204,19 +206,24 @@ class SlurmScheduler(Scheduler):
         # sbatch's path and SLURM_CONF: the helper's root-owned config (appliance.userside.siteconfig)
         return {"argv": argv}
 
+    def _route_names(self) -> Optional[dict[str, str]]:
+        """NodeName -> the name a route uses (NodeAddr or NodeName), of the cached node list."""
+        if self._cluster is None:
+            return None
+        if self.use_node_address:
+            return self._cluster.addresses()
+        return {name: name for name in self._cluster.nodes}
+
     async def query_all(self) -> dict[str, JobStatus]:
         data = await self._json(self.squeue, "--json", "--states=all", f"--name={self.job_name}")
-        addresses = None
-        if self.use_node_address and self._cluster is not None:
-            addresses = self._cluster.addresses()
-        statuses = parse_jobs(data, self.job_name, addresses)
-        if (self.use_node_address and addresses is None
-                and any(s.state == RUNNING for s in statuses.values())):
+        statuses = parse_jobs(data, self.job_name, self._route_names())
+        if any(s.state == RUNNING and not s.host for s in statuses.values()):
+            # a running job on a node the cached list lacks (or no list yet): ask Slurm again
             try:
-                addresses = (await self.cluster()).addresses()
-                statuses = parse_jobs(data, self.job_name, addresses)
-            except Exception as e:  # names still work where they resolve
-                self.log.warning("slurm: node addresses unavailable: %s", e)
+                await self.cluster(max_age=self.check_max_age)
+                statuses = parse_jobs(data, self.job_name, self._route_names())
+            except Exception as e:
+                self.log.warning("slurm: node list unavailable: %s", e)
         pending = {s.detail.partition for s in statuses.values()
                    if s.state == PENDING and isinstance(s.detail, jobs.JobMeta)}
         if pending:

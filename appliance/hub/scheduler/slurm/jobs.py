@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 from ....constraint import ConstraintError, parse
 from ..base import DONE, HELD, PENDING, RUNNING, UNKNOWN, JobStatus
+from ..routehost import HostRefused, checked_host
 from .access import Identity, node_problems, suggest
 from .cluster import ClusterInfo, as_list, expand_hostlist, num
 
@@ -85,18 +86,31 @@ def _meta(job: dict) -> JobMeta:
     )
 
 
-def job_status(job: dict, node_address: Optional[dict[str, str]] = None) -> JobStatus:
-    """One squeue --json job -> JobStatus (with its JobMeta as ``detail``)."""
+def node_host(nodes: list[str], known: Optional[dict[str, str]]) -> tuple[Optional[str], str]:
+    """(host, why refused) of an allocation: its first node, which must be one of ``known``
+    (NodeName -> the name to route to, from ``scontrol show node``), as a strict host name.
+    ``known`` None: not known yet (no host, no error)."""
+    if not nodes or known is None:
+        return None, ""
+    if nodes[0] not in known:
+        return None, f"node {nodes[0]!r} is not one of the nodes Slurm lists"
+    try:
+        return checked_host(known[nodes[0]], known.values(), f"node {nodes[0]}"), ""
+    except HostRefused as e:
+        return None, str(e)
+
+
+def job_status(job: dict, known_nodes: Optional[dict[str, str]] = None) -> JobStatus:
+    """One squeue --json job -> JobStatus (with its JobMeta as ``detail``). The host is the
+    allocation's node (the controller's record), only if it is one of ``known_nodes``
+    (:func:`node_host`)."""
     job_id = str(job.get("job_id"))
     states = [str(s).upper() for s in as_list(job.get("job_state"))]
     base = states[0] if states else ""
     reason = _reason_text(job)
     owner = job.get("user_name") or None
     meta = _meta(job)
-    nodes = expand_hostlist(str(job.get("nodes") or ""))
-    host = None
-    if nodes:
-        host = (node_address or {}).get(nodes[0], nodes[0])
+    host, host_error = node_host(expand_hostlist(str(job.get("nodes") or "")), known_nodes)
     if "COMPLETING" in states or base in DONE_STATES:
         ec = job.get("exit_code") or {}
         rc = num(ec.get("return_code"))
@@ -111,7 +125,7 @@ def job_status(job: dict, node_address: Optional[dict[str, str]] = None) -> JobS
     if base == "RUNNING":
         return JobStatus(job_id, RUNNING, host, reason, owner, meta,
                          ends_at=_time(job.get("end_time")),
-                         started_at=_time(job.get("start_time")))
+                         started_at=_time(job.get("start_time")), host_error=host_error)
     if base in ("SUSPENDED", "STOPPED"):
         return JobStatus(job_id, HELD, host, reason or base.lower(), owner, meta)
     if base in ("REQUEUE_HOLD", "SPECIAL_EXIT") or job.get("state_reason") in HELD_REASONS:
@@ -122,13 +136,14 @@ def job_status(job: dict, node_address: Optional[dict[str, str]] = None) -> JobS
 
 
 def parse_jobs(data: dict, job_name: Optional[str] = None,
-               node_address: Optional[dict[str, str]] = None) -> dict[str, JobStatus]:
-    """``squeue --json`` -> {job id: JobStatus}, only jobs named ``job_name`` if given."""
+               known_nodes: Optional[dict[str, str]] = None) -> dict[str, JobStatus]:
+    """``squeue --json`` -> {job id: JobStatus}, only jobs named ``job_name`` if given;
+    ``known_nodes``: see :func:`job_status`."""
     statuses = {}
     for job in data.get("jobs", []) or []:
         if job_name is not None and job.get("name") != job_name:
             continue
-        st = job_status(job, node_address)
+        st = job_status(job, known_nodes)
         statuses[st.job_id] = st
     return statuses
 
