@@ -9,6 +9,10 @@ mode 0600, whose name PAM puts in ``KRB5CCNAME``. (``resetcreds=True`` would wri
 credential bridge, right after the login (``hand_over``): the login succeeds even when the bridge
 refuses the cache or is down; the home page then shows the problem and a spawn fails with "log in
 again".
+
+When PAM cannot check the password at all (pam_krb5 answers ``PAM_AUTHINFO_UNAVAIL``: the KDC
+does not answer), the login page says so (``login_unavailable_message``, HTTP 503) instead of
+"Invalid username or password", which would send users to reset a password that is fine.
 """
 
 from __future__ import annotations
@@ -19,15 +23,19 @@ import pwd
 import time
 
 from jupyterhub.auth import Authenticator
+from tornado import web
 from traitlets import Float, Unicode, default
 
 from .bridge import CredentialBridge, no_ccache_result
 
 PAM_ESTABLISH_CRED = 2
+PAM_AUTHINFO_UNAVAIL = 9  # "authentication service cannot retrieve authentication info"
 
 
-def pam_login(service: str, username: str, password: str) -> tuple[bool, str | None, str]:
-    """Authenticate, account-check and establish credentials. Returns (ok, ccache_path, reason)."""
+def pam_login(service: str, username: str,
+              password: str) -> tuple[bool, str | None, str, int | None]:
+    """Authenticate, account-check and establish credentials.
+    Returns (ok, ccache_path, reason, PAM return code of the failure or None)."""
     import pam  # python-pam
 
     p = pam.pam()
@@ -35,14 +43,15 @@ def pam_login(service: str, username: str, password: str) -> tuple[bool, str | N
     try:
         ok = p.authenticate(username, password, service=service, call_end=False, resetcreds=False)
         reason = p.reason or ""
+        code = getattr(p, "code", None)
         if ok:
             rc = p.pam_setcred(p.handle, PAM_ESTABLISH_CRED)
             if rc != 0:
-                return False, None, f"pam_setcred failed ({rc})"
+                return False, None, f"pam_setcred failed ({rc})", rc
             value = p.getenv("KRB5CCNAME")
             if isinstance(value, str) and value:
                 ccache = value
-        return bool(ok), ccache, reason
+        return bool(ok), ccache, reason, None if ok else code
     finally:
         try:
             p.end()
@@ -75,6 +84,14 @@ class KerberosPAMAuthenticator(Authenticator):
         help="Every failed login takes at least this long, so unknown users and wrong passwords "
         "are indistinguishable by timing.",
     ).tag(config=True)
+    login_unavailable_message = Unicode(
+        "The Kerberos login service (KDC) does not answer, so your password cannot be checked "
+        "right now. Notebooks that are already running are not affected. Please try again in a "
+        "few minutes.",
+        help="What the login page says (HTTP 503) when PAM cannot check any password "
+        "(PAM_AUTHINFO_UNAVAIL: pam_krb5 reached no KDC), instead of 'Invalid username or "
+        "password'.",
+    ).tag(config=True)
 
     # What the login logic runs on; tests replace them on an instance (not settings).
     pam_login = staticmethod(pam_login)
@@ -89,7 +106,7 @@ class KerberosPAMAuthenticator(Authenticator):
         username = (data or {}).get("username", "")
         password = (data or {}).get("password", "")
         start = self.monotonic()
-        ok, ccache, reason = False, None, "invalid input"
+        ok, ccache, reason, code = False, None, "invalid input", None
         if (
             isinstance(username, str)
             and isinstance(password, str)
@@ -100,13 +117,16 @@ class KerberosPAMAuthenticator(Authenticator):
             and len(password) <= 1024
         ):
             username = self.normalize_username(username)
-            ok, ccache, reason = await asyncio.to_thread(
-                self.pam_login, self.service, username, password)
+            result = await asyncio.to_thread(self.pam_login, self.service, username, password)
+            ok, ccache, reason = result[:3]
+            code = result[3] if len(result) > 3 else None
         if not ok:
             self.log.warning("Login failed for %r: %s", username[:64] if isinstance(username, str) else "?", reason)
             left = self.failure_floor_seconds - (self.monotonic() - start)
             if left > 0:
                 await self.sleep(left)
+            if code == PAM_AUTHINFO_UNAVAIL:
+                raise web.HTTPError(503, self.login_unavailable_message)
             return None
         path = ccache_file(ccache)
         if path is None:
