@@ -467,9 +467,15 @@ class BatchSpawner(SessionEndings, Spawner):
         lost = st is not None and st.state == PENDING and bool(self.job_host) \
             and not self._spawn_pending
         if st is not None and st.state not in (DONE, HELD) and not lost:
-            if not self._spawn_pending:
-                self._follow(watcher)
-            return None
+            if self._spawn_pending:
+                return None
+            self._follow(watcher)
+            silent = await self.unreachable_too_long()
+            if silent is None:
+                return None
+            await self._lost_unreachable(watcher, silent)
+            self._remove_env_file()
+            return 1
         if not self._outcome_final:
             await self._ended_by_itself(watcher, st)
         self._remove_env_file()  # stop() is not called for a server that is gone

@@ -362,30 +362,54 @@ def test_batch_schedd_and_central_manager_restart(lives):
     assert during == 0 and n_lost == 0
 
 
-def test_lane_schedd_and_negotiator_outage(lives, carol):
+@dataclass
+class Outage:
+    """A lane daemon switched off and on again, with a spawn by carol while it is off."""
+
+    state: str = ""  # the spawn during the outage: ready | failed
+    message: str = ""
+    detect: float = 0.0  # spawn request -> its end (the message)
+    during: int = 0  # sessions that did not answer during the outage
+    outage: float = 0.0
+    lost: int = 0
+    state2: str = ""  # a spawn after the daemon is back
+    message2: str = ""
+    recover: float = 0.0  # daemon back -> that spawn ready
+
+
+def lane_outage(lives: list[Live], carol: HubClient, daemons: str, down, up) -> Outage:
+    o = Outage()
     t0 = now()
-    sh("condor-lane", "condor_off -fast -daemon schedd; condor_off -daemon negotiator")
-    wait_for("the lane schedd to be down", lambda: not lane_schedd_answers(), timeout=60,
-             interval=0.5)
-    during = sum(1 for s in lives if not s.holds())
-    t1, wall = now(), time.time()
-    state, message = spawn_result(carol, {"backend": "htcondor"}, wall, timeout=120)
-    detect = now() - t1
-    print(f"spawn during the lane outage: {state} after {detect:.1f} s: {message}")
-    sh("condor-lane", "condor_on -daemon schedd; condor_on -daemon negotiator")
+    sh("condor-lane", " ; ".join(f"condor_off {'-fast ' if d == 'schedd' else ''}-daemon {d}"
+                                 for d in daemons.split()))
+    wait_for(f"the lane's {daemons} down", down, timeout=60, interval=0.5)
+    o.during = sum(1 for s in lives if not s.holds())
+    t1 = now()
+    o.state, o.message = spawn_result(carol, {"backend": "htcondor"}, time.time(), timeout=120)
+    o.detect = now() - t1
+    print(f"spawn with the lane's {daemons} off: {o.state} after {o.detect:.1f} s: {o.message}")
+    sh("condor-lane", " ; ".join(f"condor_on -daemon {d}" for d in daemons.split()))
     t_on = now()
-    wait_for("the lane schedd back", lane_schedd_answers, timeout=90, interval=0.5)
-    n_lost = lost(lives)
-    state2, msg2 = spawn_result(carol, {"backend": "htcondor"}, time.time(), timeout=150)
-    recover = now() - t_on
-    record("lane schedd + negotiator down (condor_off, then condor_on)", detect_s=detect,
-           recover_s=recover, sessions_lost=n_lost, message=message,
+    o.outage = t_on - t0
+    wait_for(f"the lane's {daemons} back", up, timeout=90, interval=0.5)
+    o.lost = lost(lives)
+    stop_server(carol)
+    o.state2, o.message2 = spawn_result(carol, {"backend": "htcondor"}, time.time(), timeout=150)
+    o.recover = now() - t_on
+    return o
+
+
+def test_lane_schedd_and_negotiator_outage(lives, carol):
+    o = lane_outage(lives, carol, "schedd negotiator", lambda: not lane_schedd_answers(),
+                    lane_schedd_answers)
+    record("lane schedd + negotiator down (condor_off, then condor_on)", detect_s=o.detect,
+           recover_s=o.recover, sessions_lost=o.lost, message=o.message,
            holds="running sessions unaffected; a spawn during the outage fails with a clear "
            "message; new spawns succeed after it returns",
-           note=f"outage {t_on - t0:.0f} s; {during} session(s) did not answer during it")
-    assert state == "failed" and "schedd" in message.lower(), message
-    assert during == 0 and n_lost == 0
-    assert state2 == "ready", msg2
+           note=f"outage {o.outage:.0f} s; {o.during} session(s) did not answer during it")
+    assert o.state == "failed" and "schedd" in o.message.lower(), o.message
+    assert o.during == 0 and o.lost == 0
+    assert o.state2 == "ready", o.message2
     assert [j["JobStatus"] for j in lane_jobs("alice")] == [2]
 
 
@@ -457,28 +481,14 @@ def test_kdc_down(lives, carol):
 
 
 def test_lane_credd_down(lives, carol):
-    t0 = now()
-    sh("condor-lane", "condor_off -daemon credd")
-    wait_for("the lane credd gone", lambda: not lane_credd_listed(), timeout=60, interval=0.5)
-    during = sum(1 for s in lives if not s.holds())
-    t1, wall = now(), time.time()
-    state, message = spawn_result(carol, {"backend": "htcondor"}, wall, timeout=120)
-    detect = now() - t1
-    print(f"spawn with the lane credd down: {state} after {detect:.1f} s: {message}")
-    sh("condor-lane", "condor_on -daemon credd")
-    t_on = now()
-    wait_for("the lane credd back", lane_credd_listed, timeout=90, interval=0.5)
-    stop_server(carol)
-    state2, msg2 = spawn_result(carol, {"backend": "htcondor"}, time.time(), timeout=150)
-    recover = now() - t_on
-    n_lost = lost(lives)
-    record("lane credd down (condor_off -daemon credd)", detect_s=detect, recover_s=recover,
-           sessions_lost=n_lost, message=message,
+    o = lane_outage(lives, carol, "credd", lambda: not lane_credd_listed(), lane_credd_listed)
+    record("lane credd down (condor_off -daemon credd)", detect_s=o.detect, recover_s=o.recover,
+           sessions_lost=o.lost, message=o.message,
            holds="spawns that need a credential fail clearly; recover when it returns",
-           note=f"outage {t_on - t0:.0f} s")
-    assert state == "failed" and "Kerberos" in message, message
-    assert during == 0 and n_lost == 0
-    assert state2 == "ready", msg2
+           note=f"outage {o.outage:.0f} s; {o.during} session(s) did not answer during it")
+    assert o.state == "failed" and "Kerberos" in o.message, o.message
+    assert o.during == 0 and o.lost == 0
+    assert o.state2 == "ready", o.message2
 
 
 def test_hub_database_unavailable(lives, carol):

@@ -455,3 +455,62 @@ async def test_form_data_becomes_user_options(sim):
     sp = sim.spawner()
     assert sp.run_options_from_form({"backend": ["fake"], "cpus": ["2"], "env": ["A=1"]}) == {
         "backend": "fake", "cpus": 2, "env": {"A": "1"}}
+
+
+class StepClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _serving_at(sim, sp, port: int) -> None:
+    """The server record JupyterHub keeps for a running server (its URL's host and port)."""
+    from jupyterhub import orm
+
+    server = orm.Server(ip="127.0.0.1", port=port)
+    sim.db.add(server)
+    sp.orm_spawner.server = server
+    sim.db.commit()
+
+
+async def test_a_server_whose_node_is_gone_is_reported_lost_and_its_job_removed(
+        sim, listener, unused_tcp_port):
+    from appliance.hub.reachability import Reachability
+
+    sim.settings.update(unreachable_timeout=5.0)
+    sim.restart()
+    sp = sim.spawner()
+    await started(sim, sp, listener)
+    clock = StepClock()
+    sp._reach = Reachability(clock)
+    _serving_at(sim, sp, listener)
+    assert await sp.poll() is None  # answers
+    _serving_at(sim, sp, unused_tcp_port)  # nobody there any more; the scheduler still says running
+    assert await sp.poll() is None
+    clock.now += 4
+    assert await sp.poll() is None and sim.cluster.cancelled == []
+    _serving_at(sim, sp, listener)  # one answer starts the count again
+    assert await sp.poll() is None
+    _serving_at(sim, sp, unused_tcp_port)
+    clock.now += 10
+    assert await sp.poll() is None
+    clock.now += 6
+    assert await sp.poll() == 1
+    assert sim.cluster.cancelled == [JOB]
+    o = sp.last_outcome
+    assert o.kind == "lost_node" and o.job_id == JOB
+    assert "its server on 127.0.0.1 has not answered for 6 s" in o.message and o.hint
+    assert sp.get_state()["last_outcome"]["kind"] == "lost_node"
+
+
+async def test_no_probe_when_unreachable_timeout_is_0(sim, listener, unused_tcp_port):
+    sim.settings.update(unreachable_timeout=0.0)
+    sim.restart()
+    sp = sim.spawner()
+    await started(sim, sp, listener)
+    _serving_at(sim, sp, unused_tcp_port)
+    for _ in range(3):
+        assert await sp.poll() is None
+    assert sim.cluster.cancelled == []
