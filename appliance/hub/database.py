@@ -67,13 +67,42 @@ UNAVAILABLE = ("The hub's database is not reachable right now, so the hub cannot
 
 
 def explain_unavailable_database(message: str = UNAVAILABLE) -> None:
-    """Make JupyterHub's error pages and API errors say ``message`` for SQLAlchemy's
-    ``OperationalError`` (connection refused or lost, timeouts, sqlite "database is locked")
-    instead of a bare "Internal Server Error": JupyterHub shows an exception's
-    ``jupyterhub_message`` attribute (handlers' ``write_error``)."""
+    """Make JupyterHub say ``message`` when its database is unavailable, instead of a bare
+    "Internal Server Error" or - worse - treating every user as logged out.
+
+    * SQLAlchemy's ``OperationalError`` (connection refused or lost, timeouts, sqlite "database
+      is locked") gets a ``jupyterhub_message``, which JupyterHub's ``write_error`` shows.
+    * JupyterHub's ``BaseHandler.prepare`` swallows any error of its user lookup and goes on
+      anonymously: with PostgreSQL stopped the API answered 403 "Missing or invalid credentials"
+      and pages the login form (the fault suite). After that lookup failed on the database,
+      the request now ends with HTTP 503 and ``message``.
+    Idempotent (the hub's config may be loaded more than once in a process).
+    """
+    from jupyterhub.handlers.base import BaseHandler
     from sqlalchemy.exc import OperationalError
+    from tornado import web
 
     OperationalError.jupyterhub_message = message
+    if getattr(BaseHandler, "_appliance_db_outage", False):
+        return
+    lookup, prepare = BaseHandler.get_current_user, BaseHandler.prepare
+
+    async def get_current_user(self):
+        try:
+            return await lookup(self)
+        except OperationalError:
+            self._appliance_db_down = True
+            raise
+
+    async def prepare_or_503(self):
+        self._appliance_db_down = False
+        await prepare(self)
+        if self._appliance_db_down:
+            raise web.HTTPError(503, message)
+
+    BaseHandler.get_current_user = get_current_user
+    BaseHandler.prepare = prepare_or_503
+    BaseHandler._appliance_db_outage = True
 
 
 def redact(url: str) -> str:

@@ -18,7 +18,7 @@ from typing import Optional
 
 from traitlets import Bool, Float, HasTraits
 
-from .outcomes import Outcome, unreachable_outcome
+from .outcomes import Outcome, interrupted_outcome, unreachable_outcome
 from .reachability import Reachability, tcp_answers
 from .submission import HELPER_ENV, helper_argv
 from .scheduler.base import DONE, HELD, PENDING, JobStatus
@@ -142,6 +142,15 @@ class SessionEndings(HasTraits):
         self.record(unreachable_outcome(self.backend, self.job_id, self.job_host, silent,
                                         now=time.time()))
         self._reach.reset()
+        await self._save()
+
+    async def _interrupted(self, watcher, st: Optional[JobStatus]) -> None:
+        """A spawn the hub's restart cut short (its job never ran a server for us): remove the job
+        if it is still queued or starting, and say so."""
+        self._outcome_final = True
+        if st is not None and st.state != DONE:
+            await self._job(self.registry.scheduler(self.backend), watcher).cancel()
+        self.record(interrupted_outcome(self.backend, self.job_id, now=time.time()))
         await self._save()
 
     def _stopped_pending(self, timed_out: bool) -> None:

@@ -159,6 +159,15 @@ def unreachable_outcome(backend: str, job_id: str, host: str, silent: float, *,
                    f"{host or 'the node'} unreachable", LOST_NODE_HINT, job_id, backend)
 
 
+def interrupted_outcome(backend: str, job_id: str, *, now: float) -> Outcome:
+    """The hub restarted while this spawn was in progress (its job had not started the server)."""
+    return Outcome("failed", f"The hub restarted while your server was starting: "
+                   f"{job_words(backend, job_id)} was removed. Please start your server again.",
+                   now, "hub restarted during the spawn",
+                   "Start your server again; running servers are not affected by a hub restart.",
+                   job_id, backend)
+
+
 def ended_outcome(backend: str, job_id: str, *, state: str, reason: str, code: Optional[int],
                   end_state: str, now: float, was_running: bool) -> Outcome:
     """The outcome of a job that left the running state on its own (poll saw it).

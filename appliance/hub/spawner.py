@@ -351,8 +351,9 @@ class BatchSpawner(SessionEndings, Spawner):
         try:
             url = await self._start_job(sched, watcher, opts, timer)
         except asyncio.CancelledError:
-            # JupyterHub cancels a pending start when the user presses Stop, or at start_timeout
-            self._pending_stopped(timer)
+            # JupyterHub cancels a pending start when the user presses Stop or at start_timeout,
+            # and then calls stop(), which records why. A hub shutting down cancels it too, and
+            # calls nothing: the restarted hub's poll() ends that spawn (_interrupted).
             raise
         except Exception as e:
             st = watcher.jobs.get(self.job_id) if self.job_id else None
@@ -464,6 +465,12 @@ class BatchSpawner(SessionEndings, Spawner):
         # Right after a hub restart the cache may predate us: wait for one fresh answer.
         newer = time.monotonic() if watcher.updated == 0 else None
         st = await watcher.status(self.job_id, newer_than=newer)
+        if not self.job_host and not self._spawn_pending:
+            # submitted, never seen running, and no start() follows it: the hub restarted
+            # during the spawn. End it with a message instead of a server that never answers.
+            await self._interrupted(watcher, st)
+            self._remove_env_file()
+            return 1
         lost = st is not None and st.state == PENDING and bool(self.job_host) \
             and not self._spawn_pending
         if st is not None and st.state not in (DONE, HELD) and not lost:

@@ -88,7 +88,7 @@ def test_an_unreachable_postgresql_fails_within_seconds_not_minutes():
     engine.dispose()
 
 
-def test_a_database_outage_is_explained_on_pages_and_in_the_api():
+def test_operational_errors_carry_the_outage_message():
     from sqlalchemy.exc import IntegrityError, OperationalError
 
     database.explain_unavailable_database()

@@ -329,3 +329,29 @@ async def test_login_page_tells_a_kdc_outage_from_a_wrong_password(hub, code, st
     assert r.status_code == status
     assert 'class="login_error"' in r.text and words in r.text, r.text[-2000:]
     assert "whatever" not in r.text
+
+
+async def test_a_database_outage_is_a_503_that_says_so_not_a_logout(hub, monkeypatch):
+    """The user lookup fails on the database (PostgreSQL stopped): JupyterHub alone would go on
+    anonymously (403 "Missing or invalid credentials"); the appliance answers 503 and why."""
+    from jupyterhub import orm
+    from sqlalchemy.exc import OperationalError
+
+    from appliance.hub import database
+
+    database.explain_unavailable_database()
+    user = new_user(hub)
+    token = user.new_api_token()
+
+    def down(*a, **kw):
+        raise OperationalError("SELECT api_tokens", {}, ConnectionRefusedError("refused"))
+
+    monkeypatch.setattr(orm.APIToken, "find", classmethod(down))
+    r = await api_request(hub, "users", user.name, bypass_proxy=True,
+                          headers={"Authorization": f"token {token}"})
+    assert r.status_code == 503, r.text
+    assert r.json()["message"] == database.UNAVAILABLE
+    monkeypatch.undo()
+    r = await api_request(hub, "users", user.name, bypass_proxy=True,
+                          headers={"Authorization": f"token {token}"})
+    assert r.status_code == 200  # back: nothing else changed

@@ -383,7 +383,7 @@ async def test_state_round_trip_across_a_hub_restart(sim, listener):
 async def test_one_watcher_serves_every_spawner_of_a_hub(sim):
     spawners = [sim.spawner() for _ in range(3)]
     for i, sp in enumerate(spawners):
-        sp.load_state({"job_id": f"{i}.0", "backend": "fake"})
+        sp.load_state({"job_id": f"{i}.0", "backend": "fake", "job_host": "n1"})
         sim.cluster.set(f"{i}.0", RUNNING, "n1")
     assert [await sp.poll() for sp in spawners] == [None, None, None]
     assert sim.cluster.queries == 1
@@ -514,3 +514,44 @@ async def test_no_probe_when_unreachable_timeout_is_0(sim, listener, unused_tcp_
     for _ in range(3):
         assert await sp.poll() is None
     assert sim.cluster.cancelled == []
+
+
+async def test_a_spawn_cut_short_by_a_hub_restart_ends_with_a_message(sim):
+    sp = sim.spawner()
+    await sp.apply_user_options(sp, {})
+    sim.cluster.set(JOB, PENDING, reason="Priority")
+    progress = Progress(sp)
+    task = asyncio.ensure_future(sp.start())
+    await progress.wait_for("waiting in the")
+    task.cancel()  # the hub shuts down: its tasks are cancelled, stop() is never called
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sp.last_outcome is None or sp.last_outcome.kind == "started"  # nothing claimed
+    assert sim.cluster.cancelled == []
+    state = sp.get_state()
+
+    sim.restart()
+    again = sim.spawner()
+    again.load_state(state)
+    assert await again.poll() == 1  # JupyterHub then stops it (stop() keeps the outcome)
+    assert sim.cluster.cancelled == [JOB]
+    o = again.last_outcome
+    assert o.kind == "failed" and o.job_id == JOB
+    assert o.message.startswith("The hub restarted while your server was starting")
+    await again.stop()
+    assert again.last_outcome is o
+
+
+async def test_a_stop_of_a_pending_spawn_still_says_who_stopped_it(sim):
+    sp = sim.spawner()
+    await sp.apply_user_options(sp, {})
+    sim.cluster.set(JOB, PENDING, reason="Priority")
+    progress = Progress(sp)
+    task = asyncio.ensure_future(sp.start())
+    await progress.wait_for("waiting in the")
+    task.cancel()  # the user's Stop: JupyterHub cancels start() and calls stop()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await sp.stop()
+    assert sp.last_outcome.kind == "stopped" and "You cancelled the start" in sp.last_outcome.message
+    assert sim.cluster.cancelled == [JOB]
