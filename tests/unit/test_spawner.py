@@ -516,16 +516,22 @@ async def test_no_probe_when_unreachable_timeout_is_0(sim, listener, unused_tcp_
     assert sim.cluster.cancelled == []
 
 
-async def test_a_spawn_cut_short_by_a_hub_restart_ends_with_a_message(sim):
+async def cancelled_while_queued(sim):
+    """A spawner whose start() was cancelled while its job waited in the queue."""
     sp = sim.spawner()
     await sp.apply_user_options(sp, {})
     sim.cluster.set(JOB, PENDING, reason="Priority")
     progress = Progress(sp)
     task = asyncio.ensure_future(sp.start())
     await progress.wait_for("waiting in the")
-    task.cancel()  # the hub shuts down: its tasks are cancelled, stop() is never called
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    return sp
+
+
+async def test_a_spawn_cut_short_by_a_hub_restart_ends_with_a_message(sim):
+    sp = await cancelled_while_queued(sim)  # the hub shut down: stop() is never called
     assert sp.last_outcome is None or sp.last_outcome.kind == "started"  # nothing claimed
     assert sim.cluster.cancelled == []
     state = sp.get_state()
@@ -543,15 +549,7 @@ async def test_a_spawn_cut_short_by_a_hub_restart_ends_with_a_message(sim):
 
 
 async def test_a_stop_of_a_pending_spawn_still_says_who_stopped_it(sim):
-    sp = sim.spawner()
-    await sp.apply_user_options(sp, {})
-    sim.cluster.set(JOB, PENDING, reason="Priority")
-    progress = Progress(sp)
-    task = asyncio.ensure_future(sp.start())
-    await progress.wait_for("waiting in the")
-    task.cancel()  # the user's Stop: JupyterHub cancels start() and calls stop()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    sp = await cancelled_while_queued(sim)  # the user's Stop: JupyterHub cancels, calls stop()
     await sp.stop()
     assert sp.last_outcome.kind == "stopped" and "You cancelled the start" in sp.last_outcome.message
     assert sim.cluster.cancelled == [JOB]
