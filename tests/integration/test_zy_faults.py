@@ -559,7 +559,7 @@ def test_hub_database_unavailable(lives, carol):
            holds="clear error; no corruption; recovery on return",
            note=f"outage {t_on - t0:.0f} s; /hub/home during it: {page}; "
            f"{during} session(s) did not answer during it")
-    assert r.status_code == 500 and "database is not reachable" in message, message
+    assert r.status_code == 503 and "database is not reachable" in message, message
     assert detect < 30, f"the hub took {detect:.0f} s to answer without its database"
     assert during == 0, "a running notebook was affected by the database outage"
     assert {u: s["url"] for u, s in after.items()} == before
