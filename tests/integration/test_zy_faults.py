@@ -391,12 +391,15 @@ class Outage:
     state: str = ""  # the spawn during the outage: ready | failed
     message: str = ""
     detect: float = 0.0  # spawn request -> its end (the message)
-    during: int = 0  # sessions that did not answer during the outage
+    during: int = 0  # failed session checks during the outage
     outage: float = 0.0
     lost: int = 0
     state2: str = ""  # a spawn after the daemon is back
     message2: str = ""
     recover: float = 0.0  # daemon back -> that spawn ready
+
+
+LANE_OUTAGE = 30  # seconds a lane daemon stays off
 
 
 def lane_outage(lives: list[Live], carol: HubClient, daemons: str, down, up) -> Outage:
@@ -410,6 +413,9 @@ def lane_outage(lives: list[Live], carol: HubClient, daemons: str, down, up) -> 
     o.state, o.message = spawn_result(carol, {"backend": "htcondor"}, time.time(), timeout=120)
     o.detect = now() - t1
     print(f"spawn with the lane's {daemons} off: {o.state} after {o.detect:.1f} s: {o.message}")
+    while now() - t0 < LANE_OUTAGE:  # the outage lasts; the sessions are checked meanwhile
+        o.during += sum(1 for s in lives if not s.holds())
+        time.sleep(2)
     sh("condor-lane", " ; ".join(f"condor_on -daemon {d}" for d in daemons.split()))
     t_on = now()
     o.outage = t_on - t0
@@ -428,7 +434,7 @@ def test_lane_schedd_and_negotiator_outage(lives, carol):
            recover_s=o.recover, sessions_lost=o.lost, message=o.message,
            holds="running sessions unaffected; a spawn during the outage fails with a clear "
            "message; new spawns succeed after it returns",
-           note=f"outage {o.outage:.0f} s; {o.during} session(s) did not answer during it")
+           note=f"outage {o.outage:.0f} s; {o.during} failed session check(s) during it")
     assert o.state == "failed" and "schedd" in o.message.lower(), o.message
     assert o.during == 0 and o.lost == 0
     assert o.state2 == "ready", o.message2
@@ -516,7 +522,7 @@ def test_lane_credd_down(lives, carol):
     record("lane credd down (condor_off -daemon credd)", detect_s=o.detect, recover_s=o.recover,
            sessions_lost=o.lost, message=o.message,
            holds="spawns that need a credential fail clearly; recover when it returns",
-           note=f"outage {o.outage:.0f} s; {o.during} session(s) did not answer during it")
+           note=f"outage {o.outage:.0f} s; {o.during} failed session check(s) during it")
     assert o.state == "failed" and "Kerberos" in o.message, o.message
     assert o.during == 0 and o.lost == 0
     assert o.state2 == "ready", o.message2
