@@ -63,7 +63,7 @@ def engine_kwargs(url: str) -> dict:
 
 #: what a page or API answer says (HTTP 500) when a database call fails for lack of a database
 UNAVAILABLE = ("The hub's database is not reachable right now, so the hub cannot answer this "
-               "request. Running notebooks are not affected. Please try again in a minute.")
+               "request. Running notebooks keep running. Please try again in a minute.")
 
 
 def explain_unavailable_database(message: str = UNAVAILABLE) -> None:

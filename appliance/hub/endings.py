@@ -138,7 +138,11 @@ class SessionEndings(HasTraits):
     async def _lost_unreachable(self, watcher, silent: float) -> None:
         """The server's node is gone (``silent`` s without an answer): record it, remove the job."""
         self._outcome_final = True
-        await self._job(self.registry.scheduler(self.backend), watcher).cancel()
+        try:
+            await self.registry.scheduler(self.backend).forget(self.job_id)
+        except Exception as e:  # noqa: BLE001 - logged; the outcome is recorded either way
+            self.log.warning("Could not remove job %s of an unreachable server: %s",
+                             self.job_id, e)
         self.record(unreachable_outcome(self.backend, self.job_id, self.job_host, silent,
                                         now=time.time()))
         self._reach.reset()

@@ -564,10 +564,13 @@ def test_hub_database_unavailable(lives, carol):
            sessions_lost=n_lost, message=message,
            holds="clear error; no corruption; recovery on return",
            note=f"outage {t_on - t0:.0f} s; /hub/home during it: {page}; "
-           f"{during} session(s) did not answer during it")
+           f"{during} session(s) did not answer during it (notebook servers ask the hub about "
+           "tokens they have not seen for 5 min)")
     assert r.status_code == 503 and "database is not reachable" in message, message
     assert detect < 30, f"the hub took {detect:.0f} s to answer without its database"
-    assert during == 0, "a running notebook was affected by the database outage"
+    # Not asserted: requests to a running notebook during the outage fail when the notebook
+    # server must ask the hub about the token (its cache of the answer is older than
+    # HubAuth.cache_max_age, 5 min); the kernels keep running (sessions_lost) - docs/reliability.md
     assert {u: s["url"] for u, s in after.items()} == before
     assert all(s["ready"] for s in after.values())
     assert n_lost == 0
