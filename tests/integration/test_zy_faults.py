@@ -630,6 +630,19 @@ def test_zz_node_killed_ends_its_session_with_the_reason(lives):
            "cleaned up", note=f"unreachable_timeout {UNREACHABLE:g} s (SlurmdTimeout is 60 s)")
     assert o2["kind"] == "lost_node" and o2["message"], o2
     assert detect2 <= bound, f"reported only after {detect2:.0f} s"
-    # the nodes come back for the tests after this one (the fixture's teardown waits for them)
+    # the nodes come back for the tests after this one (the fixture's teardown waits for them);
+    # first the dead startd's ads go (docs/reliability.md: its claimed slots would block the
+    # lane's negotiator until the collectors expire them)
+    forget_startd_ads(htc.host)
     for svc in (service, f"slurm-{node}"):
         podman("start", container(svc), timeout=120)
+
+
+def forget_startd_ads(host: str) -> None:
+    """What an admin does after an execute node died: drop its slot ads from both collectors
+    (condor_advertise INVALIDATE_STARTD_ADS), before its startd advertises fresh ones."""
+    ad = ('MyType = "Query"\nTargetType = "Machine"\n'
+          f'Requirements = Machine == "{host}"\n')
+    for service in ("condor-lane", "condor-cm"):
+        sh(service, f"printf '{ad}' > /tmp/invalidate.ad && "
+                    "condor_advertise INVALIDATE_STARTD_ADS /tmp/invalidate.ad")
