@@ -12,8 +12,9 @@ last, and the killed nodes are started again so the secret scan (test_zz_*) find
 Figures: ``detect_s`` = from the fault to the first user-visible sign of it (a failed spawn's or
 login's message, an ended session's outcome; ``None`` when users see nothing), ``recover_s`` =
 from the moment the component is back (or, for restarts, from the restart command) to full
-service (routes answer, a new spawn is ready, a login works). The whole-appliance container
-restart (state volume kept) is test_credentials_restart.py's.
+service (routes answer, a new spawn is ready, a login works). The KDC stays down KDC_OUTAGE s, a
+lane daemon LANE_OUTAGE s, with the sessions checked throughout. The whole-appliance container
+restart (state volume kept) is test_credentials_restart.py's. Figures: docs/reliability.md.
 """
 
 from __future__ import annotations
