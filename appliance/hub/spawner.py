@@ -220,6 +220,7 @@ class BatchSpawner(SessionEndings, Spawner):
         self._events_changed = asyncio.Event()
         self.options: Optional[UserOptions] = None
         self._runtime_seconds = 0
+        self._submitted_here = False
         self._init_endings()
 
     # ---------------------------------------------------------------- options
@@ -433,6 +434,7 @@ class BatchSpawner(SessionEndings, Spawner):
                 except OSError:
                     pass
         t_submit = time.monotonic()
+        self._submitted_here = True  # this hub process follows the job (poll: _interrupted)
         self.job_id = answer["job_id"]
         self.job_host = ""
         self._emit(f"Job {self.job_id} submitted", 20)
@@ -465,9 +467,11 @@ class BatchSpawner(SessionEndings, Spawner):
         # Right after a hub restart the cache may predate us: wait for one fresh answer.
         newer = time.monotonic() if watcher.updated == 0 else None
         st = await watcher.status(self.job_id, newer_than=newer)
-        if not self.job_host and not self._spawn_pending:
-            # submitted, never seen running, and no start() follows it: the hub restarted
-            # during the spawn. End it with a message instead of a server that never answers.
+        if not (self.job_host or self._spawn_pending or self._submitted_here
+                or self._outcome_final):
+            # submitted by an earlier hub process, never seen running, and no start() follows
+            # it: the hub restarted during the spawn. End it with a message instead of a
+            # server that never answers.
             await self._interrupted(watcher, st)
             self._remove_env_file()
             return 1

@@ -553,3 +553,20 @@ async def test_a_stop_of_a_pending_spawn_still_says_who_stopped_it(sim):
     await sp.stop()
     assert sp.last_outcome.kind == "stopped" and "You cancelled the start" in sp.last_outcome.message
     assert sim.cluster.cancelled == [JOB]
+
+
+async def test_a_failed_start_keeps_its_own_outcome_when_polled(sim):
+    """Held while queued: start() fails with the hold; JupyterHub may poll before it stops the
+    spawner, and that poll must not call it a spawn interrupted by a hub restart."""
+    sp = sim.spawner()
+    await sp.apply_user_options(sp, {})
+    sim.cluster.set(JOB, PENDING, reason="Priority")
+    progress = Progress(sp)
+    task = asyncio.ensure_future(sp.start())
+    await progress.wait_for("waiting in the")
+    sim.cluster.set(JOB, HELD, reason="held by the admin")
+    with pytest.raises(SpawnError):
+        await task
+    assert sp.last_outcome.kind == "held"
+    assert await sp.poll() == 1
+    assert sp.last_outcome.kind == "held" and "held by the admin" in sp.last_outcome.message
