@@ -9,6 +9,10 @@ mode 0600, whose name PAM puts in ``KRB5CCNAME``. (``resetcreds=True`` would wri
 credential bridge, right after the login (``hand_over``): the login succeeds even when the bridge
 refuses the cache or is down; the home page then shows the problem and a spawn fails with "log in
 again".
+
+When PAM cannot check the password at all (pam_krb5 answers ``PAM_AUTHINFO_UNAVAIL``: the KDC
+does not answer), the login page says so (``login_unavailable_message``, HTTP 503) instead of
+"Invalid username or password", which would send users to reset a password that is fine.
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ from .bridge import CredentialBridge, no_ccache_result
 from .login_backoff import LoginBackoff
 
 PAM_ESTABLISH_CRED = 2
+PAM_AUTHINFO_UNAVAIL = 9  # "authentication service cannot retrieve authentication info"
 
 
-def pam_login(service: str, username: str, password: str) -> tuple[bool, str | None, str]:
-    """Authenticate, account-check and establish credentials. Returns (ok, ccache_path, reason)."""
+def pam_login(service: str, username: str,
+              password: str) -> tuple[bool, str | None, str, int | None]:
+    """Authenticate, account-check and establish credentials.
+    Returns (ok, ccache_path, reason, PAM return code of the failure or None)."""
     import pam  # python-pam
 
     p = pam.pam()
@@ -39,14 +46,15 @@ def pam_login(service: str, username: str, password: str) -> tuple[bool, str | N
     try:
         ok = p.authenticate(username, password, service=service, call_end=False, resetcreds=False)
         reason = p.reason or ""
+        code = getattr(p, "code", None)
         if ok:
             rc = p.pam_setcred(p.handle, PAM_ESTABLISH_CRED)
             if rc != 0:
-                return False, None, f"pam_setcred failed ({rc})"
+                return False, None, f"pam_setcred failed ({rc})", rc
             value = p.getenv("KRB5CCNAME")
             if isinstance(value, str) and value:
                 ccache = value
-        return bool(ok), ccache, reason
+        return bool(ok), ccache, reason, None if ok else code
     finally:
         try:
             p.end()
@@ -110,6 +118,14 @@ class KerberosPAMAuthenticator(Authenticator):
         help="Every failed login takes at least this long, so unknown users and wrong passwords "
         "are indistinguishable by timing.",
     ).tag(config=True)
+    login_unavailable_message = Unicode(
+        "The Kerberos login service (KDC) does not answer, so your password cannot be checked "
+        "right now. Notebooks that are already running are not affected. Please try again in a "
+        "few minutes.",
+        help="What the login page says (HTTP 503) when PAM cannot check any password "
+        "(PAM_AUTHINFO_UNAVAIL: pam_krb5 reached no KDC), instead of 'Invalid username or "
+        "password'.",
+    ).tag(config=True)
 
     login_backoff_after = Integer(
         5, min=1,
@@ -158,7 +174,7 @@ class KerberosPAMAuthenticator(Authenticator):
         username = (data or {}).get("username", "")
         password = (data or {}).get("password", "")
         start = self.monotonic()
-        ok, ccache, reason = False, None, "invalid input"
+        ok, ccache, reason, code = False, None, "invalid input", None
         if (
             isinstance(username, str)
             and isinstance(password, str)
@@ -175,15 +191,21 @@ class KerberosPAMAuthenticator(Authenticator):
                                  username, wait)
                 raise too_many_failures(wait)
             try:
-                ok, ccache, reason = await asyncio.to_thread(
+                result = await asyncio.to_thread(
                     self.pam_login, self.service, username, password)
+                ok, ccache, reason = result[:3]
+                code = result[3] if len(result) > 3 else None
             finally:
-                self.backoff.end(username, ok, started=start)
+                # a KDC that does not answer checked no password: not a failure of the account
+                self.backoff.end(username, ok, started=start,
+                                 checked=code != PAM_AUTHINFO_UNAVAIL)
         if not ok:
             self.log.warning("Login failed for %r: %s", username[:64] if isinstance(username, str) else "?", reason)
             left = self.failure_floor_seconds - (self.monotonic() - start)
             if left > 0:
                 await self.sleep(left)
+            if code == PAM_AUTHINFO_UNAVAIL:
+                raise HTTPError(503, self.login_unavailable_message)
             return None
         path = ccache_file(ccache)
         if path is None:

@@ -8,6 +8,13 @@ one the hub uses sqlite in the state volume (or, for older sites, ``APPLIANCE_DB
 waits (bounded) until the database accepts connections, then runs JupyterHub's own
 ``upgrade_if_needed`` (what ``jupyterhub upgrade-db`` does), which backs up a sqlite file first
 (``jupyterhub.sqlite.<timestamp>``) and does nothing when the schema is current.
+
+``engine_kwargs(url)`` (JupyterHub's ``db_kwargs``): JupyterHub's database calls are synchronous,
+so while PostgreSQL is unreachable every call blocks the whole hub for as long as libpq waits.
+Without limits that is the kernel's TCP timeout (a stopped database host answers nothing: minutes,
+and the fault suite saw a 60 s API request time out). With them a call fails within seconds
+(an HTTP 500 that says the database is unavailable), the hub keeps serving what needs no database,
+and ``pool_pre_ping`` replaces the dead pooled connections once the database is back.
 """
 
 from __future__ import annotations
@@ -40,6 +47,62 @@ def db_url(files=URL_FILES, state: str = STATE) -> str:
             return url
     # Older sites: an environment variable (jupyterhub_config.py's APPLIANCE_DB_URL).
     return os.environ.get("APPLIANCE_DB_URL") or default_url(state)
+
+
+#: libpq limits (seconds, tcp_user_timeout in ms): connect, and notice a dead peer mid-query
+PG_CONNECT_ARGS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
+                   "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 10000}
+
+
+def engine_kwargs(url: str) -> dict:
+    """SQLAlchemy engine arguments for ``url`` (JupyterHub's ``db_kwargs``); see module doc."""
+    if urlparse(url).scheme.split("+")[0] in ("postgresql", "postgres"):
+        return {"pool_pre_ping": True, "connect_args": dict(PG_CONNECT_ARGS)}
+    return {}
+
+
+#: what a page or API answer says (HTTP 500) when a database call fails for lack of a database
+UNAVAILABLE = ("The hub's database is not reachable right now, so the hub cannot answer this "
+               "request. Running notebooks keep running. Please try again in a minute.")
+
+
+def explain_unavailable_database(message: str = UNAVAILABLE) -> None:
+    """Make JupyterHub say ``message`` when its database is unavailable, instead of a bare
+    "Internal Server Error" or - worse - treating every user as logged out.
+
+    * SQLAlchemy's ``OperationalError`` (connection refused or lost, timeouts, sqlite "database
+      is locked") gets a ``jupyterhub_message``, which JupyterHub's ``write_error`` shows.
+    * JupyterHub's ``BaseHandler.prepare`` swallows any error of its user lookup and goes on
+      anonymously: with PostgreSQL stopped the API answered 403 "Missing or invalid credentials"
+      and pages the login form (the fault suite). After that lookup failed on the database,
+      the request now ends with HTTP 503 and ``message``.
+    Idempotent (the hub's config may be loaded more than once in a process).
+    """
+    from jupyterhub.handlers.base import BaseHandler
+    from sqlalchemy.exc import OperationalError
+    from tornado import web
+
+    OperationalError.jupyterhub_message = message
+    if getattr(BaseHandler, "_appliance_db_outage", False):
+        return
+    lookup, prepare = BaseHandler.get_current_user, BaseHandler.prepare
+
+    async def get_current_user(self):
+        try:
+            return await lookup(self)
+        except OperationalError:
+            self._appliance_db_down = True
+            raise
+
+    async def prepare_or_503(self):
+        self._appliance_db_down = False
+        await prepare(self)
+        if self._appliance_db_down:
+            raise web.HTTPError(503, message)
+
+    BaseHandler.get_current_user = get_current_user
+    BaseHandler.prepare = prepare_or_503
+    BaseHandler._appliance_db_outage = True
 
 
 def redact(url: str) -> str:

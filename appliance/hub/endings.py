@@ -5,7 +5,8 @@ attributes it uses): it keeps the user's last :class:`~appliance.hub.outcomes.Ou
 the spawner's state, i.e. the hub's database), follows a running job through the shared watcher
 so a held, removed or ended job is noticed by the very status query that saw it, removes a held
 or re-queued job so nothing is left in the queue for good, and tells apart a stop by the user,
-by the idle culler, by the start timeout.
+by the idle culler, by the start timeout, and notices a server whose node is gone before the
+scheduler does (appliance.hub.reachability: ``unreachable_timeout``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Optional
 
 from traitlets import Bool, Float, HasTraits
 
-from .outcomes import Outcome
+from .outcomes import Outcome, interrupted_outcome, unreachable_outcome
+from .reachability import Reachability, tcp_answers
 from .submission import HELPER_ENV, helper_argv
 from .scheduler.base import DONE, HELD, PENDING, JobStatus
 from .session import end_outcome, failure_outcome
@@ -36,12 +38,20 @@ class SessionEndings(HasTraits):
         help="A stop within this many seconds after the idle culler announced it "
         "(POST /hub/api/batch/cull) is recorded as 'culled', with the culler's reason.",
     ).tag(config=True)
+    unreachable_timeout = Float(
+        120.0, min=0,
+        help="A running server whose host does not accept the hub's TCP probe (one per poll, "
+        "every poll_interval) for this many seconds is reported lost ('lost its node') and its "
+        "job removed. The scheduler can keep the job of a dead node 'running' far longer "
+        "(HTCondor: the job lease, 40 min by default). 0: never probe.",
+    ).tag(config=True)
 
     def _init_endings(self) -> None:
         self.last_outcome: Optional[Outcome] = None  # kept in the state (the hub's database)
         self._outcome_final = False  # this job's outcome is recorded: poll/stop keep it
         self._followed = ""  # job id whose state changes the watcher reports to us
         self.cull_notice: Optional[tuple[float, str]] = None  # (time.time(), why): the culler
+        self._reach = Reachability()  # failed probes of the running server (poll)
 
     def record(self, outcome: Outcome) -> None:
         """Keep ``outcome`` as the user's last one (saved with the state)."""
@@ -109,6 +119,42 @@ class SessionEndings(HasTraits):
             await self._job(sched, watcher).cancel(st)
         self.record(await end_outcome(sched, self.backend, self.job_id, st,
                                       was_running=bool(self.job_host), now=time.time()))
+        await self._save()
+
+    async def unreachable_too_long(self) -> Optional[float]:
+        """Probe the running server once (a poll): the seconds it has not answered once that
+        reaches ``unreachable_timeout``, else None."""
+        server = self.server
+        if not self.unreachable_timeout or server is None or not server.port:
+            return None
+        host = server.ip or self.job_host
+        ok = await tcp_answers(host, server.port, timeout=self.check_interval)
+        silent = self._reach.answered(ok)
+        if not ok:
+            self.log.warning("%s: server %s:%s of job %s does not answer (for %.0f s)",
+                             self._log_name, host, server.port, self.job_id, silent)
+        return silent if silent >= self.unreachable_timeout else None
+
+    async def _lost_unreachable(self, watcher, silent: float) -> None:
+        """The server's node is gone (``silent`` s without an answer): record it, remove the job."""
+        self._outcome_final = True
+        try:
+            await self.registry.scheduler(self.backend).forget(self.job_id)
+        except Exception as e:  # noqa: BLE001 - logged; the outcome is recorded either way
+            self.log.warning("Could not remove job %s of an unreachable server: %s",
+                             self.job_id, e)
+        self.record(unreachable_outcome(self.backend, self.job_id, self.job_host, silent,
+                                        now=time.time()))
+        self._reach.reset()
+        await self._save()
+
+    async def _interrupted(self, watcher, st: Optional[JobStatus]) -> None:
+        """A spawn the hub's restart cut short (its job never ran a server for us): remove the job
+        if it is still queued or starting, and say so."""
+        self._outcome_final = True
+        if st is not None and st.state != DONE:
+            await self._job(self.registry.scheduler(self.backend), watcher).cancel()
+        self.record(interrupted_outcome(self.backend, self.job_id, now=time.time()))
         await self._save()
 
     def _stopped_pending(self, timed_out: bool) -> None:

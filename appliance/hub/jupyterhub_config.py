@@ -37,9 +37,12 @@ else:  # the hub itself on every interface, UI included (no cluster-side filter)
 # A hub restart must not kill users' notebooks; CHP is supervised separately.
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.cleanup_proxy = False
+# CHP runs under supervisor; the hub checks every 2 s that it still has its routes and adds them
+# back after a CHP restart (appliance/hub/proxy.py, SupervisedProxy.route_check_interval).
+c.JupyterHub.proxy_class = "appliance.hub.proxy.SupervisedProxy"
 c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
-# Also the interval at which the hub re-checks CHP's routes (re-adding them after a proxy restart).
+# JupyterHub's own pass over every user's activity (it re-checks the routes too).
 c.JupyterHub.last_activity_interval = 30
 c.JupyterHub.extra_handlers = list(default_handlers) + list(session_handlers)
 c.JupyterHub.allow_named_servers = False

@@ -58,14 +58,19 @@ class LoginBackoff:
         acc.in_flight += 1
         return 0
 
-    def end(self, name: str, ok: bool, started: Optional[float] = None) -> None:
+    def end(self, name: str, ok: bool, started: Optional[float] = None,
+            checked: bool = True) -> None:
         """After the check that ``begin`` allowed: a success forgets the account's failures.
         A lock counts from ``started`` (when the attempt began), so how long the check took
-        (PAM may answer faster for an unknown user) does not show in a later Retry-After."""
+        (PAM may answer faster for an unknown user) does not show in a later Retry-After.
+        ``checked=False``: the password could not be checked at all (the KDC does not answer),
+        which neither counts as a failure nor forgets earlier ones."""
         acc = self._accounts.get(name)
         if acc is None:
             return
         acc.in_flight = max(0, acc.in_flight - 1)
+        if not checked:
+            return
         now = self.clock() if started is None else started
         if ok:
             del self._accounts[name]

@@ -71,7 +71,11 @@ def services_and_roles(metrics_token: str = METRICS_TOKEN,
 
 
 def configure(c: Any) -> None:
-    c.JupyterHub.db_url = database.db_url()
+    c.JupyterHub.db_url = url = database.db_url()
+    # bounded waits on an unreachable PostgreSQL (database.engine_kwargs); a site's own win
+    site_kwargs = dict(c.JupyterHub.db_kwargs) if "db_kwargs" in c.JupyterHub else {}
+    c.JupyterHub.db_kwargs = {**database.engine_kwargs(url), **site_kwargs}
+    database.explain_unavailable_database()
     # jupyterhub_active_users (distinct users per 24h/7d/30d, the users-per-day picture) is
     # recomputed hourly by default; every minute costs one small query.
     if "active_users_update_interval" not in c.PeriodicMetricsCollector:

@@ -145,6 +145,29 @@ def job_words(backend: str, job_id: str) -> str:
            f"job {job_id}"
 
 
+LOST_NODE_HINT = ("The node running your notebook went away: start a new server; unsaved work in "
+                  "the kernel is lost.")
+
+
+def unreachable_outcome(backend: str, job_id: str, host: str, silent: float, *,
+                        now: float) -> Outcome:
+    """The server of a job the scheduler still lists as running has not answered the hub for
+    ``silent`` seconds: its node is gone (appliance.hub.reachability); the hub removed the job."""
+    where = f" on {host}" if host else ""
+    return Outcome("lost_node", f"{job_words(backend, job_id)} lost its node: its server{where} "
+                   f"has not answered for {silent:.0f} s, so the hub removed the job.", now,
+                   f"{host or 'the node'} unreachable", LOST_NODE_HINT, job_id, backend)
+
+
+def interrupted_outcome(backend: str, job_id: str, *, now: float) -> Outcome:
+    """The hub restarted while this spawn was in progress (its job had not started the server)."""
+    return Outcome("failed", f"The hub restarted while your server was starting: "
+                   f"{job_words(backend, job_id)} was removed. Please start your server again.",
+                   now, "hub restarted during the spawn",
+                   "Start your server again; running servers are not affected by a hub restart.",
+                   job_id, backend)
+
+
 def ended_outcome(backend: str, job_id: str, *, state: str, reason: str, code: Optional[int],
                   end_state: str, now: float, was_running: bool) -> Outcome:
     """The outcome of a job that left the running state on its own (poll saw it).
@@ -163,8 +186,7 @@ def ended_outcome(backend: str, job_id: str, *, state: str, reason: str, code: O
                        job_id, backend, code)
     if state == "pending" and was_running:
         return Outcome("lost_node", f"{who} lost its node and was removed{said}.", now, reason,
-                       "The node running your notebook went away: start a new server; unsaved "
-                       "work in the kernel is lost.", job_id, backend)
+                       LOST_NODE_HINT, job_id, backend)
     key = end_state.upper()
     if key == "TIMEOUT":
         return Outcome("time_limit", f"{who} reached its wall-clock limit{said}.", now, reason,

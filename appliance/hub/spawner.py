@@ -220,6 +220,7 @@ class BatchSpawner(SessionEndings, Spawner):
         self._events_changed = asyncio.Event()
         self.options: Optional[UserOptions] = None
         self._runtime_seconds = 0
+        self._submitted_here = False
         self._init_endings()
 
     # ---------------------------------------------------------------- options
@@ -351,8 +352,9 @@ class BatchSpawner(SessionEndings, Spawner):
         try:
             url = await self._start_job(sched, watcher, opts, timer)
         except asyncio.CancelledError:
-            # JupyterHub cancels a pending start when the user presses Stop, or at start_timeout
-            self._pending_stopped(timer)
+            # JupyterHub cancels a pending start when the user presses Stop or at start_timeout,
+            # and then calls stop(), which records why. A hub shutting down cancels it too, and
+            # calls nothing: the restarted hub's poll() ends that spawn (_interrupted).
             raise
         except Exception as e:
             st = watcher.jobs.get(self.job_id) if self.job_id else None
@@ -440,6 +442,7 @@ class BatchSpawner(SessionEndings, Spawner):
             raise SpawnError(f"Submission to {opts.backend} failed: the submit helper answered "
                              f"a malformed job_id {str(job_id)[:40]!r}")
         # Whose job it is, the scheduler says: NotebookJob.own() checks every status it acts on.
+        self._submitted_here = True  # this hub process follows the job (poll: _interrupted)
         self.job_id = job_id
         self.job_host = ""
         self._emit(f"Job {self.job_id} submitted", 20)
@@ -476,12 +479,26 @@ class BatchSpawner(SessionEndings, Spawner):
             self.log.warning("%s: %s job %s belongs to %r: treated as gone, not removed",
                              self._log_name, self.backend, self.job_id, st.owner)
             st = None
+        if not (self.job_host or self._spawn_pending or self._submitted_here
+                or self._outcome_final):
+            # submitted by an earlier hub process, never seen running, and no start() follows
+            # it: the hub restarted during the spawn. End it with a message instead of a
+            # server that never answers.
+            await self._interrupted(watcher, st)
+            self._remove_env_file()
+            return 1
         lost = st is not None and st.state == PENDING and bool(self.job_host) \
             and not self._spawn_pending
         if st is not None and st.state not in (DONE, HELD) and not lost:
-            if not self._spawn_pending:
-                self._follow(watcher)
-            return None
+            if self._spawn_pending:
+                return None
+            self._follow(watcher)
+            silent = await self.unreachable_too_long()
+            if silent is None:
+                return None
+            await self._lost_unreachable(watcher, silent)
+            self._remove_env_file()
+            return 1
         if not self._outcome_final:
             await self._ended_by_itself(watcher, st)
         self._remove_env_file()  # stop() is not called for a server that is gone

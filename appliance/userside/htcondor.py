@@ -21,9 +21,21 @@ def submit_as_user(submit: dict) -> str:
         os.environ["CONDOR_CONFIG"] = submit["condor_config"]
     import htcondor2 as htcondor
 
-    schedd = locate_schedd(htcondor, submit.get("collector"), submit.get("schedd"))
+    schedd = locate_or_explain(htcondor, submit.get("collector"), submit.get("schedd"))
     result = schedd.submit(htcondor.Submit(submit["description"]), count=1)
     return f"{result.cluster()}.0"
+
+
+def locate_or_explain(htcondor, collector: Optional[str], schedd_name: Optional[str]):
+    """``locate_schedd``, or RuntimeError in words a user can act on: the schedd is down or
+    restarting (its collector no longer lists it), or the collector itself does not answer."""
+    try:
+        return locate_schedd(htcondor, collector, schedd_name)
+    except Exception as e:  # noqa: BLE001 - HTCondorLocateError, HTCondorIOError, ...
+        raise RuntimeError(
+            f"the HTCondor schedd {schedd_name or '(default)'} is not available (its collector "
+            f"{collector or '(default)'} says: {str(e).strip() or type(e).__name__}); it may be "
+            "restarting: try again in a few minutes") from None
 
 
 def locate_schedd_ad(htcondor, collector: Optional[str], schedd_name: Optional[str]):

@@ -29,3 +29,6 @@ c.BatchSpawner.allow_extension = True
 # so the test sees a cull there; no other test leaves a server idle in "all").
 c.IdleCulling.timeouts = {"htcondor": 4 * 3600, "slurm": 4 * 3600, "slurm/all": 40}
 c.IdleCulling.cull_every = 10
+# A server whose node stopped answering the hub's TCP probe for 10 s is reported lost and its job
+# removed (the fault suite kills nodes: tests/integration/test_zy_faults.py); a site keeps 120 s.
+c.BatchSpawner.unreachable_timeout = 10

@@ -177,3 +177,24 @@ def test_check_user_exists():
     auth = KerberosPAMAuthenticator()
     assert auth.check_user_exists(ME) is True
     assert auth.check_user_exists("no-such-user-x7") is False
+
+
+@pytest.mark.asyncio
+async def test_unreachable_kdc_is_a_503_with_its_own_message_after_the_floor():
+    from tornado import web
+
+    auth, clock = authenticator(
+        pam_result=(False, None, "Authentication service cannot retrieve authentication info", 9),
+        takes=0.1)
+    with pytest.raises(web.HTTPError) as e:
+        await auth.authenticate(None, {"username": "alice", "password": "pw"})
+    assert e.value.status_code == 503 and "KDC" in e.value.log_message
+    assert "try again in a few minutes" in e.value.log_message
+    assert clock.slept == [pytest.approx(0.9)] and auth.handed == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("code", [7, 10, None])
+async def test_other_pam_failures_stay_a_plain_refusal(code):
+    auth, _ = authenticator(pam_result=(False, None, "Authentication failure", code))
+    assert await auth.authenticate(None, {"username": "alice", "password": "wrong"}) is None

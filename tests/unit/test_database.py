@@ -61,3 +61,39 @@ def test_new_sqlite_is_left_to_jupyterhub(tmp_path):
     url = f"sqlite:///{tmp_path}/jupyterhub.sqlite"
     assert database.prepare(url) == url
     assert not os.path.exists(tmp_path / "jupyterhub.sqlite")
+
+
+def test_engine_kwargs_bound_postgresql_waits_only():
+    kw = database.engine_kwargs("postgresql+psycopg2://hub:pw@db/hub")
+    assert kw["pool_pre_ping"] is True
+    assert kw["connect_args"]["connect_timeout"] == 5 and kw["connect_args"]["tcp_user_timeout"]
+    assert database.engine_kwargs("sqlite:////srv/appliance/jupyterhub.sqlite") == {}
+
+
+def test_an_unreachable_postgresql_fails_within_seconds_not_minutes():
+    """A database host that answers nothing (a stopped container, a blackholed address): the
+    connect gives up after connect_timeout instead of the kernel's TCP timeout."""
+    import time
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    url = "postgresql+psycopg2://hub:pw@10.255.255.1:5432/hub"  # routable nowhere: no answer
+    engine = create_engine(url, **database.engine_kwargs(url))
+    t0 = time.monotonic()
+    with pytest.raises(OperationalError):
+        with engine.connect():
+            pass
+    assert time.monotonic() - t0 < 9
+    engine.dispose()
+
+
+def test_operational_errors_carry_the_outage_message():
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    database.explain_unavailable_database()
+    e = OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))
+    # JupyterHub's write_error shows an exception's jupyterhub_message
+    assert e.jupyterhub_message == database.UNAVAILABLE
+    assert "database is not reachable" in e.jupyterhub_message
+    assert not hasattr(IntegrityError("x", {}, ValueError()), "jupyterhub_message")

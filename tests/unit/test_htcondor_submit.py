@@ -87,3 +87,25 @@ def test_scheduler_sends_credential_by_default():
 
     sched = HTCondorScheduler(hub_id="hub1")
     assert sched.build_submit(req())["description"]["MY.SendCredential"] == "true"
+
+
+def test_forget_removes_and_forces_the_job_out_of_the_queue():
+    """The job of a node that is gone: condor_rm, then -forcex (it would stay "X" otherwise)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from appliance.hub.scheduler.htcondor import HTCondorScheduler
+
+    acts = []
+
+    class Schedd:
+        def act(self, action, ids):
+            acts.append((action, ids))
+
+    sched = HTCondorScheduler(hub_id="hub1")
+    sched._htcondor = SimpleNamespace(JobAction=SimpleNamespace(Remove="Remove", RemoveX="RemoveX"))
+    sched._schedd = Schedd()
+    asyncio.run(sched.forget("14.0"))
+    assert acts == [("Remove", ["14.0"]), ("RemoveX", ["14.0"])]
+    with pytest.raises(ValueError):
+        asyncio.run(sched.forget("14.0 || true"))

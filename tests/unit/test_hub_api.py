@@ -363,3 +363,64 @@ async def test_a_new_login_after_logout_keeps_the_credential_when_the_server_sto
     sp._spawn_pending = False
     await hub.authenticator.post_spawn_stop(user, sp)
     assert ends(hub, user.name) == []
+
+
+# ---------------------------------------------------------------- POST /hub/login
+
+async def _login_post(hub, username: str, password: str):
+    """The login form as a browser sends it (its _xsrf cookie and field)."""
+    import re as _re
+
+    from jupyterhub.tests.utils import async_requests
+
+    url = hub.hub.url + "login"  # straight to the hub (the proxy here is a dict)
+    page = await async_requests.get(url)
+    xsrf = _re.search(r'name="_xsrf"\s+value="([^"]+)"', page.text).group(1)
+    return await async_requests.post(url, data={"username": username, "password": password,
+                                                "_xsrf": xsrf},
+                                     cookies=page.cookies, allow_redirects=False)
+
+
+@pytest.mark.parametrize("code,status,words", [
+    (9, 503, "Kerberos login service (KDC) does not answer"),   # PAM_AUTHINFO_UNAVAIL
+    (7, 403, "Invalid username or password"),                   # PAM_AUTH_ERR: wrong password
+    (10, 403, "Invalid username or password"),                  # PAM_USER_UNKNOWN
+])
+async def test_login_page_tells_a_kdc_outage_from_a_wrong_password(hub, code, status, words):
+    auth = hub.authenticator
+    saved = auth.pam_login, auth.failure_floor_seconds
+    auth.pam_login = lambda service, user, password: (False, None, "pam says no", code)
+    auth.failure_floor_seconds = 0
+    try:
+        r = await _login_post(hub, "alice", "whatever")
+    finally:
+        auth.pam_login, auth.failure_floor_seconds = saved
+    assert r.status_code == status
+    assert 'class="login_error"' in r.text and words in r.text, r.text[-2000:]
+    assert "whatever" not in r.text
+
+
+async def test_a_database_outage_is_a_503_that_says_so_not_a_logout(hub, monkeypatch):
+    """The user lookup fails on the database (PostgreSQL stopped): JupyterHub alone would go on
+    anonymously (403 "Missing or invalid credentials"); the appliance answers 503 and why."""
+    from jupyterhub import orm
+    from sqlalchemy.exc import OperationalError
+
+    from appliance.hub import database
+
+    database.explain_unavailable_database()
+    user = new_user(hub)
+    token = user.new_api_token()
+
+    def down(*a, **kw):
+        raise OperationalError("SELECT api_tokens", {}, ConnectionRefusedError("refused"))
+
+    monkeypatch.setattr(orm.APIToken, "find", classmethod(down))
+    r = await api_request(hub, "users", user.name, bypass_proxy=True,
+                          headers={"Authorization": f"token {token}"})
+    assert r.status_code == 503, r.text
+    assert r.json()["message"] == database.UNAVAILABLE
+    monkeypatch.undo()
+    r = await api_request(hub, "users", user.name, bypass_proxy=True,
+                          headers={"Authorization": f"token {token}"})
+    assert r.status_code == 200  # back: nothing else changed

@@ -242,3 +242,26 @@ async def test_retry_after_does_not_depend_on_how_long_pam_took():
         clock.now += 0.3
         answers.append(await attempt(auth, "someone"))
     assert answers[0] == answers[1] and answers[0][2] == {"Retry-After": "9"}
+
+
+def test_an_attempt_whose_password_could_not_be_checked_neither_counts_nor_forgets():
+    b, clock = backoff()
+    fail(b, "alice", 2)
+    for _ in range(5):  # the KDC does not answer: nothing was checked
+        assert b.begin("alice") == 0
+        b.end("alice", False, checked=False)
+    assert b.begin("alice") == 0  # still only 2 failures: the third is allowed ...
+    b.end("alice", False)
+    assert b.begin("alice") > 0  # ... and locks
+
+
+@pytest.mark.asyncio
+async def test_a_kdc_outage_does_not_lock_accounts_out():
+    """Logins while no KDC answers get the 503 every time, and none counts as a failure."""
+    auth, clock = authenticator(
+        pam_result=(False, None, "Authentication service cannot retrieve authentication info", 9),
+        takes=0.1, login_backoff_after=2)
+    for _ in range(4):
+        with pytest.raises(HTTPError) as e:
+            await auth.authenticate(None, {"username": "alice", "password": "pw"})
+        assert e.value.status_code == 503

@@ -383,7 +383,7 @@ async def test_state_round_trip_across_a_hub_restart(sim, listener):
 async def test_one_watcher_serves_every_spawner_of_a_hub(sim):
     spawners = [sim.spawner() for _ in range(3)]
     for i, sp in enumerate(spawners):
-        sp.load_state({"job_id": f"{i}.0", "backend": "fake"})
+        sp.load_state({"job_id": f"{i}.0", "backend": "fake", "job_host": "n1"})
         sim.cluster.set(f"{i}.0", RUNNING, "n1")
     assert [await sp.poll() for sp in spawners] == [None, None, None]
     assert sim.cluster.queries == 1
@@ -505,3 +505,118 @@ async def test_refused_host_record_fails_the_spawn_and_removes_the_job(sim, list
     with pytest.raises(SpawnError, match="record of where it runs was refused .node 'db'"):
         await sp.start()
     assert sim.cluster.cancelled == [JOB] and "no route" in caplog.text
+
+
+class StepClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _serving_at(sim, sp, port: int) -> None:
+    """The server record JupyterHub keeps for a running server (its URL's host and port)."""
+    from jupyterhub import orm
+
+    server = orm.Server(ip="127.0.0.1", port=port)
+    sim.db.add(server)
+    sp.orm_spawner.server = server
+    sim.db.commit()
+
+
+async def test_a_server_whose_node_is_gone_is_reported_lost_and_its_job_removed(
+        sim, listener, unused_tcp_port):
+    from appliance.hub.reachability import Reachability
+
+    sim.settings.update(unreachable_timeout=5.0)
+    sim.restart()
+    sp = sim.spawner()
+    await started(sim, sp, listener)
+    clock = StepClock()
+    sp._reach = Reachability(clock)
+    _serving_at(sim, sp, listener)
+    assert await sp.poll() is None  # answers
+    _serving_at(sim, sp, unused_tcp_port)  # nobody there any more; the scheduler still says running
+    assert await sp.poll() is None
+    clock.now += 4
+    assert await sp.poll() is None and sim.cluster.cancelled == []
+    _serving_at(sim, sp, listener)  # one answer starts the count again
+    assert await sp.poll() is None
+    _serving_at(sim, sp, unused_tcp_port)
+    clock.now += 10
+    assert await sp.poll() is None
+    clock.now += 6
+    assert await sp.poll() == 1
+    assert sim.cluster.cancelled == [JOB]
+    o = sp.last_outcome
+    assert o.kind == "lost_node" and o.job_id == JOB
+    assert "its server on 127.0.0.1 has not answered for 6 s" in o.message and o.hint
+    assert sp.get_state()["last_outcome"]["kind"] == "lost_node"
+
+
+async def test_no_probe_when_unreachable_timeout_is_0(sim, listener, unused_tcp_port):
+    sim.settings.update(unreachable_timeout=0.0)
+    sim.restart()
+    sp = sim.spawner()
+    await started(sim, sp, listener)
+    _serving_at(sim, sp, unused_tcp_port)
+    for _ in range(3):
+        assert await sp.poll() is None
+    assert sim.cluster.cancelled == []
+
+
+async def cancelled_while_queued(sim):
+    """A spawner whose start() was cancelled while its job waited in the queue."""
+    sp = sim.spawner()
+    await sp.apply_user_options(sp, {})
+    sim.cluster.set(JOB, PENDING, reason="Priority")
+    progress = Progress(sp)
+    task = asyncio.ensure_future(sp.start())
+    await progress.wait_for("waiting in the")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return sp
+
+
+async def test_a_spawn_cut_short_by_a_hub_restart_ends_with_a_message(sim):
+    sp = await cancelled_while_queued(sim)  # the hub shut down: stop() is never called
+    assert sp.last_outcome is None or sp.last_outcome.kind == "started"  # nothing claimed
+    assert sim.cluster.cancelled == []
+    state = sp.get_state()
+
+    sim.restart()
+    again = sim.spawner()
+    again.load_state(state)
+    assert await again.poll() == 1  # JupyterHub then stops it (stop() keeps the outcome)
+    assert sim.cluster.cancelled == [JOB]
+    o = again.last_outcome
+    assert o.kind == "failed" and o.job_id == JOB
+    assert o.message.startswith("The hub restarted while your server was starting")
+    await again.stop()
+    assert again.last_outcome is o
+
+
+async def test_a_stop_of_a_pending_spawn_still_says_who_stopped_it(sim):
+    sp = await cancelled_while_queued(sim)  # the user's Stop: JupyterHub cancels, calls stop()
+    await sp.stop()
+    assert sp.last_outcome.kind == "stopped" and "You cancelled the start" in sp.last_outcome.message
+    assert sim.cluster.cancelled == [JOB]
+
+
+async def test_a_failed_start_keeps_its_own_outcome_when_polled(sim):
+    """Held while queued: start() fails with the hold; JupyterHub may poll before it stops the
+    spawner, and that poll must not call it a spawn interrupted by a hub restart."""
+    sp = sim.spawner()
+    await sp.apply_user_options(sp, {})
+    sim.cluster.set(JOB, PENDING, reason="Priority")
+    progress = Progress(sp)
+    task = asyncio.ensure_future(sp.start())
+    await progress.wait_for("waiting in the")
+    sim.cluster.set(JOB, HELD, reason="held by the admin")
+    with pytest.raises(SpawnError):
+        await task
+    assert sp.last_outcome.kind == "held"
+    assert await sp.poll() == 1
+    assert sp.last_outcome.kind == "held" and "held by the admin" in sp.last_outcome.message

@@ -107,6 +107,11 @@ class Scheduler(LoggingConfigurable):
     async def cancel(self, job_id: str) -> None:
         raise NotImplementedError
 
+    async def forget(self, job_id: str) -> None:
+        """Remove the job of a node that is gone, without waiting for that node to confirm
+        (appliance.hub.reachability). Default: ``cancel``."""
+        await self.cancel(job_id)
+
     async def describe_resources(self, user: str) -> dict[str, Any]:
         return {}
 

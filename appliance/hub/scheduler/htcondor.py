@@ -404,3 +404,15 @@ class HTCondorScheduler(Scheduler):
             raise ValueError(f"bad job id {job_id!r}")
         with metrics.time_query("htcondor", "remove"):
             await asyncio.to_thread(self._cancel_sync, job_id)
+
+    async def forget(self, job_id: str) -> None:
+        """condor_rm, then condor_rm -forcex: a removed job whose shadow cannot reach the dead
+        node's starter stays in the queue ("X") for its whole job lease otherwise, still counted
+        as running by the negotiator's accounting."""
+        await self.cancel(job_id)
+        if not HTCONDOR_JOB_ID_RE.match(job_id):
+            return
+        htc = self._bindings()
+        with metrics.time_query("htcondor", "remove"):
+            await asyncio.to_thread(lambda: self._get_schedd().act(htc.JobAction.RemoveX,
+                                                                   [job_id]))
