@@ -185,8 +185,10 @@ def test_prometheus_has_the_spawn_metrics(site):
     assert {r["metric"]["phase"] for r in phases} >= {"credential", "submit", "queue",
                                                       "server_start", "probe"}
     # carol's probe with the lane schedd stopped: a failed spawn, in the submit phase.
-    failed = prom('sum(appliance_spawns_total{backend="htcondor",outcome="failed",cause="submit"})')
-    assert failed and float(failed[0]["value"][1]) >= 1
+    def failed_submit():  # counted at once, but Prometheus has it only after its next scrape
+        r = prom('sum(appliance_spawns_total{backend="htcondor",outcome="failed",cause="submit"})')
+        return r and float(r[0]["value"][1]) >= 1
+    wait_for("the failed spawn in Prometheus", failed_submit, timeout=30, interval=1)
     up = prom('up{job="jupyterhub"}')
     assert up and up[0]["value"][1] == "1"
     assert prom("appliance_bridge_up") and prom("appliance_scheduler_up")
