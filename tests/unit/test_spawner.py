@@ -566,14 +566,20 @@ async def test_no_probe_when_unreachable_timeout_is_0(sim, listener, unused_tcp_
     assert sim.cluster.cancelled == []
 
 
-async def cancelled_while_queued(sim):
-    """A spawner whose start() was cancelled while its job waited in the queue."""
+async def start_queued(sim):
+    """A spawner whose start() is running, its job waiting in the queue: (spawner, start task)."""
     sp = sim.spawner()
     await sp.apply_user_options(sp, {})
     sim.cluster.set(JOB, PENDING, reason="Priority")
     progress = Progress(sp)
     task = asyncio.ensure_future(sp.start())
     await progress.wait_for("waiting in the")
+    return sp, task
+
+
+async def cancelled_while_queued(sim):
+    """A spawner whose start() was cancelled while its job waited in the queue."""
+    sp, task = await start_queued(sim)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -608,12 +614,7 @@ async def test_a_stop_of_a_pending_spawn_still_says_who_stopped_it(sim):
 async def test_a_failed_start_keeps_its_own_outcome_when_polled(sim):
     """Held while queued: start() fails with the hold; JupyterHub may poll before it stops the
     spawner, and that poll must not call it a spawn interrupted by a hub restart."""
-    sp = sim.spawner()
-    await sp.apply_user_options(sp, {})
-    sim.cluster.set(JOB, PENDING, reason="Priority")
-    progress = Progress(sp)
-    task = asyncio.ensure_future(sp.start())
-    await progress.wait_for("waiting in the")
+    sp, task = await start_queued(sim)
     sim.cluster.set(JOB, HELD, reason="held by the admin")
     with pytest.raises(SpawnError):
         await task
