@@ -10,6 +10,9 @@ export APPLIANCE_URL=$URL
 COMPOSE=(.venv/bin/podman-compose -p "$P" -f compose.yaml)
 start=$(date +%s)
 make --no-print-directory images || { echo "image build failed"; exit 1; }
+# The previous release's appliance image, for the upgrade test (tests/integration/test_zzz_upgrade.py).
+bash scripts/build-previous.sh > /tmp/jba-build-previous.log 2>&1 \
+  || { tail -30 /tmp/jba-build-previous.log; echo "previous release image build failed: the upgrade test will fail"; }
 echo "images ready after $(( $(date +%s) - start )) s"
 FULL=1 bash scripts/clean-stale.sh
 "${COMPOSE[@]}" down -v >/dev/null 2>&1 || true

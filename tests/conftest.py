@@ -101,6 +101,13 @@ def ca_bundle() -> str:
     return _CA[0]
 
 
+def refresh_ca() -> str:
+    """Read the appliance's CA again into the same file (after a test replaced the state volume,
+    which holds it); clients made before keep the path and verify with the new CA."""
+    _CA.clear()
+    return ca_bundle()
+
+
 def wait_for(what: str, predicate, timeout: float = 30, interval: float = 0.2):
     """Poll ``predicate()`` until it returns something truthy (a readiness check, bounded)."""
     deadline = time.monotonic() + timeout
@@ -348,11 +355,16 @@ def pytest_configure(config):
         "markers", "slow: takes minutes (real 2-minute Kerberos tickets); still part of make test")
     config.addinivalue_line(
         "markers", "last: runs after every other test of the session (it checks what they left)")
+    config.addinivalue_line(
+        "markers", "replaces_appliance: runs at the very end, after the `last` tests (it replaces "
+        "the appliance container, its state volume and the hub database: the upgrade test)")
 
 
 def pytest_collection_modifyitems(config, items):
     # Unit tests first, then integration, then browser: cheap failures surface first. Tests
-    # marked `last` (the scan of every log for the run's secrets) come after everything else.
+    # marked `last` (the scan of every log for the run's secrets) come after everything else, and
+    # the upgrade test (`replaces_appliance`: a new container, state volume and database) after them.
     order = {"unit": 0, "integration": 1, "browser": 2}
-    items.sort(key=lambda it: (it.get_closest_marker("last") is not None,
+    items.sort(key=lambda it: (it.get_closest_marker("replaces_appliance") is not None,
+                               it.get_closest_marker("last") is not None,
                                order.get(Path(str(it.fspath)).parent.name, 1)))

@@ -160,17 +160,19 @@ class Live:
             return False
 
 
-def start_live(user: str, backend: str) -> Live:
-    c = login(user)
+def start_live(user: str, backend: str, log_in=None, ready_timeout: float = 180) -> Live:
+    """Log in (``log_in(user)``, default ``login``), spawn, wait until ready, start a kernel and
+    put a value in it."""
+    c = (log_in or login)(user)
     stop_server(c)
     r = c.spawn({"backend": backend})
-    assert r.status_code in (201, 202), r.text
-    c.wait_ready(timeout=180)
+    assert r.status_code in (201, 202), f"{user}: {r.status_code} {r.text[:300]}"
+    c.wait_ready(timeout=ready_timeout)
     live = Live(c, backend)
     r = c.user_api("POST", "/api/kernels", json={"name": "python3"})
     r.raise_for_status()
     live.kernel_id = r.json()["id"]
-    live.run(f"x = {live.value!r}", timeout=60)
+    live.run(f"x = {live.value!r}", timeout=120)
     srv = session(c)["server"]
     live.job_id, live.host = srv["job_id"], srv["host"]
     return live
