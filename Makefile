@@ -12,7 +12,7 @@ HOSTCA := /etc/ssl/certs/ca-certificates.crt
 comma := ,
 # Optional: networks that intercept HTTPS need the host CA for pip inside builds (never stored in a layer).
 BUILD_SECRET := $(if $(wildcard $(HOSTCA)),--secret id=hostca$(comma)src=$(HOSTCA))
-URL := https://localhost:$(JBA_HTTPS_PORT)
+URL := https://hub.localhost:$(JBA_HTTPS_PORT)
 
 .PHONY: demo demo-down deps images up wait clean-stale test unit integration bench logs report demo-load
 
@@ -38,14 +38,14 @@ wait:
 
 demo: up
 	@echo
-	@echo "JupyterHub Batch Appliance is up: $(URL)/  (plain HTTP on http://localhost:8080 redirects)"
+	@echo "JupyterHub Batch Appliance is up: $(URL)/  (each user's server at https://<user>.hub.localhost:$(JBA_HTTPS_PORT)/; https://localhost:$(JBA_HTTPS_PORT)/ and plain HTTP on http://localhost:8080 redirect)"
 	@echo "Demo logins (demo/users.tsv):"
 	@tail -n +2 demo/users.tsv | grep -v '^bench' | awk -F'\t' '{printf "  %-6s password %-14s groups: %s\n", $$1, $$4, ($$3==""?"-":$$3)}'
 	@podman exec $(JBA_PROJECT)_appliance_1 cat /srv/appliance/public/appliance-ca.crt > appliance-ca.crt 2>/dev/null \
 	  && echo "TLS: the demo certificate is signed by a local CA, saved as ./appliance-ca.crt (also at http://localhost:$${JBA_HTTP_PORT:-8080}/appliance-ca.crt)" \
 	  && echo "     SHA-256 $$(openssl x509 -in appliance-ca.crt -noout -fingerprint -sha256 | cut -d= -f2); trust it in your browser, or use curl --cacert appliance-ca.crt" \
 	  || echo "TLS: the site's own certificate (no local CA)"
-	@echo "Staff reservations (alice): $(URL)/services/reservations/   Prometheus: http://127.0.0.1:$(JBA_PROM_PORT)/"
+	@echo "Staff reservations (alice): https://reservations--service.hub.localhost:$(JBA_HTTPS_PORT)/services/reservations/   Prometheus: http://127.0.0.1:$(JBA_PROM_PORT)/"
 	@echo "Stop with: make demo-down (state volume is kept)"
 
 demo-down: deps

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 
-from appliance import statecheck, tlsdemo
+from appliance import publicorigin, statecheck, tlsdemo
 
 STATE = os.environ.get("APPLIANCE_STATE_DIR", "/srv/appliance")
 HOOKS = os.environ.get("APPLIANCE_INIT_DIR", "/etc/appliance/init.d")
@@ -50,8 +50,10 @@ def _private_dir(path: str) -> None:
 
 def demo_tls(now: datetime.datetime) -> list[str]:
     tdir = os.path.join(STATE, "tls")
+    # the hub's name and its users' <user>.<name> (an origin per user, appliance/publicorigin.py)
+    hub = publicorigin.from_env(os.environ).host
     names = tlsdemo.names_for(socket.getfqdn(), socket.gethostname(),
-                              os.environ.get("APPLIANCE_PUBLIC_HOST", ""))
+                              os.environ.get("APPLIANCE_PUBLIC_HOST", ""), hub_host=hub)
     done = tlsdemo.ensure(tdir, os.path.join(STATE, "public"), names, now,
                           label=socket.getfqdn() or "the appliance")
     ca = tlsdemo.load_cert(os.path.join(tdir, "ca.crt"))

@@ -340,6 +340,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    # the demo's https://hub.localhost and https://<user>.hub.localhost are loopback (RFC 6761)
+    from appliance import localnames
+    localnames.install()
     try:
         with open(args.password_file) as f:
             password = f.readline().rstrip("\n")

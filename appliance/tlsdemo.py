@@ -9,7 +9,8 @@ so browsers and test clients can trust the demo by trusting that one file.
 * The CA: ``CA:TRUE, pathlen:0``, ``keyCertSign, cRLSign``, and name constraints limited to the
   demo's names (a leaked CA key cannot impersonate any other site); 10 years.
 * The leaf: ``CA:FALSE``, ``digitalSignature``, EKU ``serverAuth``, SANs ``localhost``,
-  ``hub.localhost``, ``*.hub.localhost``, the host's names, 127.0.0.1, ::1 and whatever
+  ``hub.localhost``, ``*.hub.localhost`` (the demo hub and its users' servers, one origin each),
+  ``APPLIANCE_HUB_HOST`` and ``*.`` of it, the host's names, 127.0.0.1, ::1 and whatever
   ``APPLIANCE_PUBLIC_HOST`` adds; 365 days (Mozilla's intermediate profile allows at most 366),
   re-issued at start when it has less than 30 days left or lacks a name.
 * An earlier image's certificate (self-signed with ``CA:TRUE``, a CA used as a server certificate)
@@ -52,11 +53,14 @@ class Names:
     ips: tuple[IP, ...]
 
 
-def names_for(fqdn: str, hostname: str, public_hosts: str = "") -> Names:
-    """The demo's names: the base set, the host's names, and each public host (plus its ``*.``
-    subdomains, for per-user servers) from a comma/space separated list such as
+def names_for(fqdn: str, hostname: str, public_hosts: str = "", hub_host: str = "") -> Names:
+    """The demo's names: the base set, the hub's host and its ``*.`` subdomains (the per-user
+    servers, ``APPLIANCE_HUB_HOST``, checked by appliance.publicorigin), the host's names, and
+    each public host (plus its ``*.`` subdomains) from a comma/space separated list such as
     ``APPLIANCE_PUBLIC_HOST``. Raises ValueError naming a bad entry."""
     dns: list[str] = list(BASE_NAMES)
+    if hub_host:
+        dns += [hub_host, "*." + hub_host]
     ips: list[IP] = [ipaddress.ip_address(a) for a in BASE_IPS]
     for n in (fqdn, hostname):
         if n and _DNS_RE.match(n) and not n.startswith("*."):

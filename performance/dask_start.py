@@ -4,7 +4,7 @@ For each backend, alice's notebook runs N rounds of SLURMCluster() / HTCondorClu
 site's defaults (a fresh cluster each round, closed after), and the figures are printed. Needs the
 mini site (APPLIANCE_URL, as the tests). Not a test: it asserts nothing.
 
-    APPLIANCE_URL=https://localhost:8443 .venv/bin/python performance/dask_start.py [--rounds 5]
+    APPLIANCE_URL=https://hub.localhost:8443 .venv/bin/python performance/dask_start.py [--rounds 5]
 """
 
 from __future__ import annotations

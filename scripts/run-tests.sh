@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export CONTAINERS_CONF=$PWD/containers.conf
 P=${JBA_PROJECT:-jba}
-URL=https://localhost:${JBA_HTTPS_PORT:-8443}
+URL=https://hub.localhost:${JBA_HTTPS_PORT:-8443}
 export APPLIANCE_URL=$URL
 COMPOSE=(.venv/bin/podman-compose -p "$P" -f compose.yaml)
 start=$(date +%s)

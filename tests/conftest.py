@@ -14,9 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from appliance import localnames
+
+# The hub is https://hub.localhost:<port>, each user's server https://<user>.hub.localhost:<port>
+# (an origin per user, appliance/publicorigin.py): names under .localhost are loopback here too.
+localnames.install()
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = os.environ.get("JBA_PROJECT", "jba")  # compose project of the mini site under test
-SITE_URL = os.environ.get("APPLIANCE_URL", "https://localhost:8443")
+SITE_URL = os.environ.get("APPLIANCE_URL", "https://hub.localhost:8443")
 HTTP_URL = f"http://localhost:{os.environ.get('JBA_HTTP_PORT', '8080')}"  # redirects only
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
@@ -120,6 +125,18 @@ def wait_for(what: str, predicate, timeout: float = 30, interval: float = 0.2):
         time.sleep(interval)
 
 
+def user_origin(base: str, user: str) -> str:
+    """``https://<user>.<hub host>[:port]`` for the hub at ``base`` (JupyterHub's idna subdomain
+    hook: plain lower-case names map to themselves)."""
+    scheme, rest = base.split("://", 1)
+    return f"{scheme}://{user}.{rest.split('/', 1)[0]}"
+
+
+def service_origin(base: str, service: str) -> str:
+    """``https://<service>--service.<hub host>[:port]``: a hub service's own origin."""
+    return user_origin(base, f"{service}--service")
+
+
 class HubClient:
     """A logged-in browser-like session plus an API token, over the real HTTPS front."""
 
@@ -207,8 +224,9 @@ class HubClient:
                              timeout=kw.pop("timeout", 60), **kw)
 
     def user_url(self, path: str = "", owner: str | None = None) -> str:
-        """URL of ``path`` on ``owner``'s server (default: this client's user)."""
-        return f"{self.base}/user/{owner or self.user}{path}"
+        """URL of ``path`` on ``owner``'s server (default: this client's user), on that user's
+        own origin ``https://<owner>.<hub host>[:port]``."""
+        return f"{user_origin(self.base, owner or self.user)}/user/{owner or self.user}{path}"
 
     def _ws(self, url_path: str, timeout: float, owner: str | None = None):
         import websocket

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+from urllib.parse import urljoin
 
 import pytest
 
@@ -101,7 +102,7 @@ def test_dask_widget_and_dashboard_through_the_hub(browser, site, users, artifac
 
         # the widget's link, opened while the computation cells run
         dash = ctx.new_page()
-        resp = _goto(dash, f"{site}{href}")
+        resp = _goto(dash, urljoin(page.url, href))  # on alice's origin, as a click opens it
         assert resp.status == 200, resp.status
         assert "/user/alice/proxy/" in dash.url
         dash.wait_for_selector("canvas", timeout=60000)

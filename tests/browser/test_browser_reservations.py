@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import site_exec
+from tests.conftest import service_origin, site_exec
 from tests.integration.test_operations import wait_node_idle
 
 pytestmark = [pytest.mark.minisite, pytest.mark.browser]
@@ -19,11 +19,14 @@ def test_staff_page_create_and_delete(browser, site, users, artifacts):
     ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
     try:
-        page.goto(f"{site}/hub/login?next=/services/reservations/")
+        # the service has an origin of its own (reservations--service.<hub host>): opened there,
+        # it sends alice to the hub's login (OAuth) and back
+        page.goto(f"{service_origin(site, 'reservations')}/services/reservations/")
+        page.wait_for_url("**/hub/login**", timeout=30000)
         page.fill("#username_input", "alice")
         page.fill("#password_input", users["alice"]["password"])
         page.click("#login_submit")
-        page.wait_for_url("**/services/reservations/**", timeout=30000)
+        page.wait_for_url("**reservations--service.*/services/reservations/**", timeout=30000)
         page.wait_for_selector("form#create", timeout=30000)
         page.fill("input[name=name]", name)
         page.select_option("select[name=partition]", "upex")

@@ -78,7 +78,8 @@ def test_spawn_kernel_restart_stop(client_for, site):
     ready_s = time.monotonic() - t0
     print(f"spawn request -> ready: {ready_s:.2f} s")
     state = alice.user_model()
-    assert srv["url"] == "/user/alice/"
+    # alice's own origin (subdomain_host: an origin per user)
+    assert srv["url"] == alice.user_url("/")
 
     # A kernel runs code through the proxy (websocket), as alice, on an execute node.
     assert alice.run_code("print(1+1)").strip() == "2"

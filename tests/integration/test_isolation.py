@@ -24,10 +24,11 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import site_exec
+from tests.conftest import SITE_URL, site_exec, user_origin
 from tests.integration.test_perimeter_condor import as_user
 
 pytestmark = pytest.mark.minisite
@@ -114,10 +115,12 @@ print(urllib.request.urlopen(req, timeout=10).read().decode())
 
 
 def proxy_target(user: str) -> str:
-    """Where CHP sends /user/<user>/ now (its REST API on the appliance's loopback)."""
+    """Where CHP sends <user>.<hub host>/user/<user>/ now (its REST API on the appliance's
+    loopback; CHP routes by host, the user's own origin)."""
     r = site_exec("appliance", "/opt/jupyterhub/bin/python", "-c", ROUTES, timeout=30)
     routes = json.loads(r.stdout)
-    route = routes.get(f"/user/{user}") or routes.get(f"/user/{user}/") or {}
+    spec = f"/{urlparse(user_origin(SITE_URL, user)).hostname}/user/{user}"
+    route = routes.get(spec) or routes.get(spec + "/") or {}
     return route.get("target", "")
 
 

@@ -16,7 +16,8 @@ import uuid
 import pytest
 import requests
 
-from tests.conftest import ROOT, container, podman, site_exec, wait_for
+from tests.conftest import (ROOT, SITE_URL, container, podman, service_origin, site_exec,
+                            wait_for)
 
 pytestmark = pytest.mark.minisite
 
@@ -49,8 +50,8 @@ def wait_node_idle(node: str, timeout: float = 90) -> None:
 def svc(client, method: str, path: str, **kw):
     headers = kw.pop("headers", {})
     headers["Authorization"] = f"token {client.token}"
-    return client.s.request(method, f"{client.base}{SERVICE}{path}", headers=headers,
-                            cookies={}, timeout=60, **kw)
+    url = f"{service_origin(client.base, 'reservations')}{SERVICE}{path}"
+    return client.s.request(method, url, headers=headers, cookies={}, timeout=60, **kw)
 
 
 # ---------------------------------------------------------------------------- reservations
@@ -117,7 +118,7 @@ def _probe(user: str, password: str, options: dict, extra=()) -> tuple[int, dict
                     f"umask 077; cat > {pwfile}"], input=password + "\n", text=True, check=True,
                    env=env, timeout=30)
     try:
-        p = site_exec("appliance", "appliance-probe", "--url", "https://localhost:8443",
+        p = site_exec("appliance", "appliance-probe", "--url", SITE_URL,
                       "--ca", "/srv/appliance/tls/active/tls.crt", "--user", user,
                       "--password-file", pwfile, "--options", json.dumps(options),
                       "--spawn-timeout", "120", "--json", *extra, check=False, timeout=300)

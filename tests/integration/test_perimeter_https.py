@@ -36,6 +36,7 @@ from tests.conftest import (HTTP_URL, PROJECT, SITE_URL, HubClient, ca_bundle,
 pytestmark = pytest.mark.minisite
 
 HTTPS_PORT = urlparse(SITE_URL).port or 443
+HUB_HOST = urlparse(SITE_URL).hostname
 
 
 def requests_session():
@@ -246,11 +247,13 @@ def test_user_server_keeps_jupyterlabs_own_policy_and_takes_big_uploads(client_f
         assert h["X-Content-Type-Options"] == "nosniff" and h["Referrer-Policy"] == "same-origin"
         # nginx passes the server's own Content-Security-Policy unchanged (compare the answer
         # of configurable-http-proxy itself, inside the appliance, without nginx in front).
+        # (CHP routes by host: the request names alice's own origin)
         code = ("import sys, urllib.request as u; r = u.urlopen(u.Request(sys.argv[1], headers="
-                "{'Authorization': 'token ' + sys.stdin.read().strip()})); "
+                "{'Authorization': 'token ' + sys.stdin.read().strip(), 'Host': sys.argv[2]})); "
                 "print(r.headers.get('Content-Security-Policy'))")
         own = site_exec("appliance", "/opt/jupyterhub/bin/python", "-c", code,
-                        "http://127.0.0.1:8000/user/alice/lab", input=alice.token).stdout.strip()
+                        "http://127.0.0.1:8000/user/alice/lab",
+                        urlparse(alice.user_url()).netloc, input=alice.token).stdout.strip()
         assert own not in ("", "None") and h.get("Content-Security-Policy") == own, (own, h)
         # An upload of 3 MB through the contents API goes through ...
         import base64
@@ -314,10 +317,11 @@ def test_password_guessing_is_throttled_per_client_address(site, users):
     429: test_password_guessing_is_throttled_per_account tries that one)."""
     ca = Path(ca_bundle()).read_text()
     script = f"cat > /tmp/ca.pem <<'EOF'\n{ca}EOF\nexec /opt/jupyterhub/bin/python - " \
-             f"https://appliance.mini.test:8443 /tmp/ca.pem 40 nosuch{secrets.token_hex(3)} " \
+             f"https://{HUB_HOST}:8443 /tmp/ca.pem 40 nosuch{secrets.token_hex(3)} " \
              f"<<'EOF'\n{BURST}EOF\n"
+    # the hub's own name (any other is only redirected to it), resolved to the dmz address
     r = podman("run", "--rm", "-i", "--network", f"{PROJECT}_dmz",
-               "--add-host", f"appliance.mini.test:{appliance_dmz_ip()}",
+               "--add-host", f"{HUB_HOST}:{appliance_dmz_ip()}",
                "--entrypoint", "/bin/bash", image("appliance"), "-s", input=script, timeout=180)
     answers = json.loads(r.stdout.strip().splitlines()[-1])
     codes = [a[0] for a in answers]

@@ -289,7 +289,7 @@ def _start_long_cell(c, seconds: int) -> None:
     r.raise_for_status()
     kid = r.json()["id"]
     ws = websocket.create_connection(
-        c.base.replace("https://", "wss://") + f"/user/{c.user}/api/kernels/{kid}/channels",
+        c.user_url(f"/api/kernels/{kid}/channels").replace("https://", "wss://", 1),
         header=[f"Authorization: token {c.token}"],
         sslopt={"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": ca_bundle()}, timeout=30)
     msg_id = uuid.uuid4().hex

@@ -96,8 +96,12 @@ def test_state_written_by_the_previous_release_is_taken_over_with_sessions_runni
                                   "(bash scripts/build-previous.sh)")
     commit = have.stdout.strip()
 
-    # 1. Nothing: no container, no state volume, an empty hub database.
+    # 1. Nothing: no container, no state volume, an empty hub database. The container's log of
+    #    the whole run is kept first (make test saves the containers' logs when a test failed).
     podman("stop", "-t", "30", container("appliance"), timeout=120)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    old = podman("logs", container("appliance"), check=False, timeout=120)
+    (ARTIFACTS / "appliance-before-upgrade.log").write_text(old.stdout + old.stderr)
     podman("rm", container("appliance"), timeout=60)
     podman("volume", "rm", f"{PROJECT}_appliance-state", timeout=60)
     psql("DROP DATABASE IF EXISTS jupyterhub WITH (FORCE)")

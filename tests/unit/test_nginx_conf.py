@@ -17,7 +17,12 @@ def run(tmp_path, **env):
 
 def test_defaults(tmp_path):
     assert run(tmp_path).returncode == 0
-    assert (tmp_path / "nginx-public.conf").read_text() == "set $public_https_port 8443;\n"
+    assert (tmp_path / "nginx-public.conf").read_text() == (
+        "set $public_https_port 8443;\nset $jba_hub_origin https://hub.localhost:8443;\n")
+    assert (tmp_path / "nginx-hosts.conf").read_text() == (
+        "map $host $jba_host_kind { hostnames; default other; hub.localhost hub; "
+        "*.hub.localhost user; }\n")
+    assert (tmp_path / "nginx-listen.conf").read_text() == ""  # 8443 is listened on anyway
     http = (tmp_path / "nginx-http.conf").read_text()
     assert "limit_req_zone $jba_login_key zone=jba_login:10m rate=30r/m;" in http
     assert 'map "" $jba_retry_after { default 2; }' in http
@@ -35,7 +40,20 @@ def test_values_and_retry_after(tmp_path):
     assert "burst=5 " in (tmp_path / "nginx-login.conf").read_text()
 
 
+def test_a_sites_hub_name_on_443(tmp_path):
+    r = run(tmp_path, APPLIANCE_HUB_HOST="jupyter.example.org", APPLIANCE_PUBLIC_HTTPS_PORT="443")
+    assert r.returncode == 0, r.stderr
+    assert "set $jba_hub_origin https://jupyter.example.org;" in (
+        tmp_path / "nginx-public.conf").read_text()  # no :443
+    hosts = (tmp_path / "nginx-hosts.conf").read_text()
+    assert "jupyter.example.org hub;" in hosts and "*.jupyter.example.org user;" in hosts
+    # the public port is listened on too, so the public URLs work inside the container
+    assert (tmp_path / "nginx-listen.conf").read_text() == "listen 443 ssl;\nlisten [::]:443 ssl;\n"
+
+
 @pytest.mark.parametrize("name, value", [
+    ("APPLIANCE_HUB_HOST", "localhost"), ("APPLIANCE_HUB_HOST", "Hub.Example.org"),
+    ("APPLIANCE_HUB_HOST", "hub.example.org; evil"), ("APPLIANCE_HUB_HOST", "*.example.org"),
     ("APPLIANCE_PUBLIC_HTTPS_PORT", "84x3"), ("APPLIANCE_PUBLIC_HTTPS_PORT", "70000"),
     ("APPLIANCE_LOGIN_RATE_PER_MINUTE", "0"), ("APPLIANCE_LOGIN_RATE_PER_MINUTE", "1; evil"),
     ("APPLIANCE_LOGIN_BURST", "1e3"), ("APPLIANCE_LOGIN_BURST", "-1"),
