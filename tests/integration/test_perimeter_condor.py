@@ -45,8 +45,8 @@ def hub_shaped(user: str = HOSTILE) -> dict[str, str]:
                      f'--port-range 40000-41000"',
         "initialdir": f"/home/{user}", "should_transfer_files": "NO",
         "output": "/dev/null", "error": "/dev/null",
-        "request_cpus": "1", "request_memory": "2048MB", "allowed_job_duration": "3600",
-        "+IsNotebookJob": "true", "+JupyterHubUser": f'"{user}"',
+        "request_cpus": "1", "request_memory": "2048MB", "request_disk": "256MB",
+        "allowed_job_duration": "3600", "+IsNotebookJob": "true", "+JupyterHubUser": f'"{user}"',
         "+JupyterHubId": '"appliance.mini.test"',
         "accounting_group": "group_notebook", "accounting_group_user": user,
         "hold": "true", f"+{TAG}": "true",
@@ -107,7 +107,8 @@ def cleanup():
 def lane_bounds() -> dict[str, int]:
     """The lane's size and runtime bounds as shipped (one past each must be refused)."""
     conf = (Path(__file__).parents[2] / "condor-config/lane/40-jba-lane-policy.conf").read_text()
-    return {k: int(v) for k, v in re.findall(r"^(JBA_MAX_\w+) = (\d+)$", conf, re.M)}
+    found = re.findall(r"^(JBA_MAX_\w+|JBA_NOTEBOOK_DISK_MB) = (\d+)$", conf, re.M)
+    return {k: int(v) for k, v in found}
 
 
 LANE_BOUNDS = lane_bounds()
@@ -125,6 +126,8 @@ REFUSED_ON_LANE = {
     "too much memory": ({"request_memory": f'{LANE_BOUNDS["JBA_MAX_MEMORY_MB"] + 1}MB'},
                         "Notebook too big"),
     "too many GPUs": ({"request_gpus": str(LANE_BOUNDS["JBA_MAX_GPUS"] + 1)}, "Notebook too big"),
+    "too much disk": ({"request_disk": f'{LANE_BOUNDS["JBA_NOTEBOOK_DISK_MB"] + 1}MB'},
+                      "Notebook too big"),
     "too long": ({"allowed_job_duration": str(LANE_BOUNDS["JBA_MAX_RUNTIME_S"] + 1)},
                  "runtime must be set"),
     "no runtime limit": ({"allowed_job_duration": ""}, "runtime must be set"),

@@ -26,6 +26,7 @@ def test_description():
     assert d["request_cpus"] == "2" and d["request_memory"] == "3584MB"
     assert d["accounting_group"] == "group_notebook" and d["accounting_group_user"] == "alice"
     assert d["should_transfer_files"] == "NO"
+    assert d["request_disk"] == "256MB"  # not HTCondor's 1 GiB default (see build_description)
     assert d["arguments"] == ('"--env-file /home/alice/.jupyterhub-batch/'
                               'jupyterhub-alice-default-abcd1234.json --port-range 40000-41000"')
     assert d["allowed_job_duration"] == "3600"

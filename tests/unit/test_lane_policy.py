@@ -59,6 +59,8 @@ def test_lane_values_are_the_mini_site_hubs(lane, hub_config):
     assert int(lane["JBA_MAX_MEMORY_MB"]) == round(spawner.max_memory_gb * 1024)
     assert int(lane["JBA_MAX_GPUS"]) == spawner.max_gpus
     assert int(lane["JBA_MAX_RUNTIME_S"]) == round(spawner.max_runtime_hours * 3600)
+    assert int(lane["JBA_NOTEBOOK_DISK_MB"]) == sched.get("request_disk_mb",
+                                                          trait_default("request_disk_mb"))
     assert macros(BATCH)["JBA_NOTEBOOK_GROUP"] == lane["JBA_NOTEBOOK_GROUP"]
 
 
@@ -87,6 +89,7 @@ def test_the_hubs_largest_notebook_passes_the_lane_rules(lane, hub_config):
     assert int(d["request_memory"].removesuffix("MB")) <= int(lane["JBA_MAX_MEMORY_MB"])
     assert int(d["request_gpus"]) <= int(lane["JBA_MAX_GPUS"])
     assert 0 < int(d["allowed_job_duration"]) <= int(lane["JBA_MAX_RUNTIME_S"])
+    assert int(d["request_disk"].removesuffix("MB")) <= int(lane["JBA_NOTEBOOK_DISK_MB"])
     assert d["+JupyterHubId"] == f'"{lane["JBA_HUB_ID"]}"'
     assert d["accounting_group_user"] == "alice" == d["+JupyterHubUser"].strip('"')
 

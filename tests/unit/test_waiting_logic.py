@@ -112,6 +112,7 @@ def test_never_fits_for_a_queued_job():
 def test_lane_slots_give_ceilings_and_occupancy():
     ads = [
         {"Name": "slot5@exec1", "Machine": "exec1", "SlotType": "Partitionable", "Cpus": 16,
+         "Memory": 32768, "Disk": 9 * 1024 * 1024,
          "TotalSlotCpus": 20, "TotalSlotMemory": 40960, "TotalSlotGPUs": 0},
         {"Name": "slot5_1@exec1", "Machine": "exec1", "SlotType": "Dynamic", "Cpus": 4},
         {"Name": "slot5@exec2", "Machine": "exec2", "SlotType": "Partitionable", "Cpus": 20,
@@ -121,6 +122,20 @@ def test_lane_slots_give_ceilings_and_occupancy():
     assert view.pools["lane"].max_cpus == 20 and view.pools["lane"].max_gpus == 0
     assert (occ.cpus_used, occ.cpus_total, occ.notebooks, occ.machines) == (4, 40, 1, 2)
     assert "4 of 40 notebook CPU slots in use" in occ.text() and not occ.full
+    # exec2's ad has no Memory/Disk: its free part counts as nothing but its 20 CPUs
+    assert occ.largest_free.node == "exec2" and occ.largest_free.cpus == 20
+
+
+def test_lane_occupancy_names_what_is_left_on_one_node():
+    """CPUs free but the slot's disk used up (HTCondor's 1 GiB default request filled a node's
+    disk share at 15 notebooks): the waiting text must show the disk, not only the CPUs."""
+    ads = [{"Name": "slot5@exec1", "Machine": "exec1", "SlotType": "Partitionable", "Cpus": 6,
+            "Memory": 12288, "Disk": 200 * 1024, "TotalSlotCpus": 20, "TotalSlotMemory": 40960}]
+    _, occ = parse_slots(ads, NOW)
+    assert occ.text().endswith("most left on one node: exec1: 6 CPUs, 12.0 GiB memory, "
+                               "0.2 GiB disk")
+    assert occ.as_dict()["largest_free"] == {"node": "exec1", "cpus": 6, "memory_mb": 12288,
+                                             "disk_mb": 200}
 
 
 def test_htcondor_status_carries_end_time_hold_code_and_request():

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from traitlets import Bool, Dict, Float, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, Unicode, default
 
 from ...names import HTCONDOR_JOB_ID_RE
 from ...options import UserOptions
@@ -68,6 +68,7 @@ def build_description(
     requirements: str = "",
     transfer_files: bool = False,
     send_credential: bool = False,
+    request_disk_mb: int = 256,
     extra: Optional[dict[str, str]] = None,
 ) -> dict[str, str]:
     """The submit description (dict for ``htcondor2.Submit``) from validated values only."""
@@ -91,6 +92,11 @@ def build_description(
         "error": f"{job_dir_rel}/{request.job_name}.err",
         "request_cpus": str(int(o.cpus)),
         "request_memory": f"{int(round(o.memory_gb * 1024))}MB",
+        # Scratch space on the node (the job runs in the shared home; its sandbox holds only the
+        # ticket). Without it HTCondor asks for 1 GiB per job, and a partitionable notebook slot
+        # gets only its share of the node's free disk: on the mini site 14-15 notebooks per node
+        # filled it while 6 of 20 CPUs were free ("no match found" for the 29th notebook).
+        "request_disk": f"{int(request_disk_mb)}MB",
         "batch_name": request.job_name,
         "+IsNotebookJob": "true",
         "+JupyterHubUser": _quote_classad_string(request.user),
@@ -195,6 +201,12 @@ class HTCondorScheduler(Scheduler):
         help="Give notebook jobs the user's Kerberos ticket (MY.SendCredential; needs the "
         "credential bridge, a credd and a Kerberos credmon on the schedd and execute hosts).",
     ).tag(config=True)
+    request_disk_mb = Integer(
+        256, min=1,
+        help="Scratch disk each notebook job asks for, in MB (request_disk). A partitionable "
+        "notebook slot holds only as many notebooks as its share of the node's free disk divided "
+        "by this; keep it equal to the lane's JBA_NOTEBOOK_DISK_MB (condor-config/lane).",
+    ).tag(config=True)
     extra_submit = Dict(
         {}, help="Extra submit commands added to every notebook job (admin-written)."
     ).tag(config=True)
@@ -239,6 +251,7 @@ class HTCondorScheduler(Scheduler):
                 requirements=self.requirements,
                 transfer_files=self.transfer_files,
                 send_credential=self.send_credential,
+                request_disk_mb=self.request_disk_mb,
                 extra=self.extra_submit,
             ),
         }

@@ -10,17 +10,32 @@ interval, faster while a notebook is pending; every spawner reads the cached ans
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from .capacity import CapacityView, NodeCeiling, Pool
 
 SLOT_CONSTRAINT = "NotebookSlot =?= true"
 SLOT_PROJECTION = [
     "Name", "Machine", "SlotType", "PartitionableSlot", "DynamicSlot", "Cpus", "Memory", "GPUs",
-    "TotalSlotCpus", "TotalSlotMemory", "TotalSlotGPUs", "State", "NumDynamicSlots",
+    "TotalSlotCpus", "TotalSlotMemory", "TotalSlotGPUs", "State", "NumDynamicSlots", "Disk",
     # whose job runs there (the startd's record; routehost.slot_host takes route hosts from it)
     "JobId", "GlobalJobId", "RemoteUser",
 ]
+
+
+@dataclass(frozen=True)
+class FreePart:
+    """What is left of one partitionable notebook slot (a new notebook needs ALL of its request
+    from ONE of them: free CPUs do not help when the slot's memory or disk is used up)."""
+
+    node: str
+    cpus: int
+    memory_mb: int
+    disk_mb: int
+
+    def text(self) -> str:
+        return (f"{self.node}: {self.cpus} CPUs, {self.memory_mb / 1024:.1f} GiB memory, "
+                f"{self.disk_mb / 1024:.1f} GiB disk")
 
 
 @dataclass(frozen=True)
@@ -31,19 +46,27 @@ class Occupancy:
     cpus_total: int
     notebooks: int  # dynamic (claimed) notebook slots, i.e. notebooks running
     machines: int
+    largest_free: Optional[FreePart] = None  # the partitionable slot with the most CPUs left
 
     @property
     def full(self) -> bool:
         return self.cpus_total > 0 and self.cpus_used >= self.cpus_total
 
     def text(self) -> str:
-        return (f"notebook lane: {self.cpus_used} of {self.cpus_total} notebook CPU slots in use "
-                f"({self.notebooks} notebook{'s' if self.notebooks != 1 else ''} running on "
-                f"{self.machines} node{'s' if self.machines != 1 else ''})")
+        out = (f"notebook lane: {self.cpus_used} of {self.cpus_total} notebook CPU slots in use "
+               f"({self.notebooks} notebook{'s' if self.notebooks != 1 else ''} running on "
+               f"{self.machines} node{'s' if self.machines != 1 else ''})")
+        if self.largest_free is not None and not self.full:
+            out += f"; most left on one node: {self.largest_free.text()}"
+        return out
 
     def as_dict(self) -> dict:
+        free = self.largest_free
         return {"cpus_used": self.cpus_used, "cpus_total": self.cpus_total,
-                "notebooks": self.notebooks, "machines": self.machines, "full": self.full}
+                "notebooks": self.notebooks, "machines": self.machines, "full": self.full,
+                "largest_free": None if free is None else {
+                    "node": free.node, "cpus": free.cpus, "memory_mb": free.memory_mb,
+                    "disk_mb": free.disk_mb}}
 
 
 def _int(ad: Any, key: str, default: int = 0) -> int:
@@ -61,6 +84,7 @@ def parse_slots(ads: Iterable[Any], fetched: float) -> tuple[CapacityView, Occup
     ceilings: dict[str, NodeCeiling] = {}
     used = total = notebooks = 0
     machines: set[str] = set()
+    largest: Optional[FreePart] = None
     for ad in ads:
         kind = str(ad.get("SlotType", "") or "")
         name = str(ad.get("Name", "") or "")
@@ -74,6 +98,10 @@ def parse_slots(ads: Iterable[Any], fetched: float) -> tuple[CapacityView, Occup
             gpus = _int(ad, "TotalSlotGPUs", _int(ad, "GPUs"))
             total += cpus
             used += max(0, cpus - _int(ad, "Cpus"))
+            free = FreePart(str(ad.get("Machine", "") or name.split("@")[-1]), _int(ad, "Cpus"),
+                            _int(ad, "Memory"), _int(ad, "Disk") // 1024)  # Disk is in KiB
+            if largest is None or free.cpus > largest.cpus:
+                largest = free
         else:  # a static notebook slot
             cpus, mem, gpus = _int(ad, "Cpus"), _int(ad, "Memory"), _int(ad, "GPUs")
             total += cpus
@@ -83,4 +111,4 @@ def parse_slots(ads: Iterable[Any], fetched: float) -> tuple[CapacityView, Occup
         ceilings[name] = NodeCeiling(name=name, cpus=cpus, memory_mb=mem, gpus=gpus)
     pool = Pool("lane", "lane", tuple(ceilings[k] for k in sorted(ceilings)))
     view = CapacityView("htcondor", {"lane": pool}, fetched)
-    return view, Occupancy(used, total, notebooks, len(machines - {""}))
+    return view, Occupancy(used, total, notebooks, len(machines - {""}), largest)
