@@ -32,7 +32,8 @@ from traitlets import Dict, Float, Instance, Integer, List, TraitError, Tuple, U
 from ..options import DEFAULT_RESERVED_ENV, Bounds, OptionsError, UserOptions, validate_options
 from . import metrics
 from .bridge import CredentialBridge, CredentialUnavailable
-from .form import form_context, options_from_form, render_form
+from .form import (PresetError, check_presets, form_context, form_values, matching_preset,
+                   options_from_form, render_form, summary)
 from .job import NotebookJob, SpawnError, Waits
 from .endings import SessionEndings
 from .outcomes import Outcome
@@ -93,6 +94,14 @@ class BatchSpawner(SessionEndings, Spawner):
     reserved_env = List(
         Unicode(), default_value=list(DEFAULT_RESERVED_ENV),
         help="Environment variable names (glob patterns) users may not set.",
+    ).tag(config=True)
+
+    presets = List(
+        Dict(), default_value=[],
+        help="Presets shown as cards at the top of the spawn form: a list of {'name': str, "
+        "'description': str, 'options': {user option: value}} (docs/admin.md). Each preset's "
+        "options are validated like a user's request when the hub starts; a chosen preset's "
+        "values go through the same validation as any input.",
     ).tag(config=True)
 
     require_credential = List(
@@ -209,7 +218,7 @@ class BatchSpawner(SessionEndings, Spawner):
 
     @default("options_from_form")
     def _default_options_from_form(self):
-        return options_from_form
+        return BatchSpawner._options_from_form
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -221,7 +230,19 @@ class BatchSpawner(SessionEndings, Spawner):
         self.options: Optional[UserOptions] = None
         self._runtime_seconds = 0
         self._submitted_here = False
+        # the user's last accepted options (user_options JSON; kept in the spawner's state, in the
+        # hub's database) and the form data of the attempt being made now (with its refusal)
+        self.last_options: Optional[dict] = None
+        self._attempt: Optional[tuple[dict, Optional[OptionsError]]] = None
         self._init_endings()
+        self.checked_presets()
+
+    def checked_presets(self) -> list[dict]:
+        """``presets``, validated against the bounds (TraitError naming preset and field)."""
+        try:
+            return check_presets(self.presets, self.bounds())
+        except PresetError as e:
+            raise TraitError(f"BatchSpawner.presets: {e}") from None
 
     # ---------------------------------------------------------------- options
     def bounds(self) -> Bounds:
@@ -247,9 +268,53 @@ class BatchSpawner(SessionEndings, Spawner):
             metrics.record_refused(str(backend), e.field)
             spawner.record(Outcome("refused", f"Refused before submission: {e}", time.time(),
                                    backend=str(backend), extra={"field": e.field}))
+            if spawner._attempt is not None:  # the form shows the message next to the field
+                spawner._attempt = (spawner._attempt[0], e)
             await spawner._save()
             raise web.HTTPError(400, str(e)) from None
         spawner.options = opts
+        spawner.last_options = dict(user_options or {})
+        spawner._attempt = None
+
+    # ---------------------------------------------------------------- the spawn form
+    @staticmethod
+    def _options_from_form(formdata: dict, spawner: "BatchSpawner") -> dict:
+        """Form data (or query arguments) -> user_options, the chosen preset applied; the
+        attempt is kept so that a refused one reopens the form with its values."""
+        data = {k: v for k, v in formdata.items() if k != "_xsrf"}
+        spawner._attempt = (data, None)
+        try:
+            return options_from_form(data, spawner.checked_presets(), spawner.bounds())
+        except OptionsError as e:
+            spawner._attempt = (data, e)
+            raise
+
+    def options_from_query(self, query_data):
+        """JupyterHub's query-string spawning (``/hub/spawn?backend=slurm&cpus=2``): like the
+        form, but never ``env``: a URL ends up in logs and browser history."""
+        if "env" in query_data:
+            self._attempt = ({k: v for k, v in query_data.items() if k != "env"},
+                             OptionsError("env", "is not accepted in a URL (URLs are logged); "
+                                          "set it in the form"))
+            raise self._attempt[1]
+        return self._options_from_form(query_data, self)
+
+    def last_choice(self) -> Optional[dict]:
+        """The user's last accepted options if they are still valid here: {"summary": words,
+        "fields": [(form field, value)]} for the home page's "Start again" form; else None."""
+        if not self.last_options:
+            return None
+        bounds = self.bounds()
+        try:
+            opts = validate_options(self.last_options, bounds)
+        except OptionsError:
+            return None
+        values = form_values(self.last_options, bounds)
+        if opts.backend != "slurm":
+            for key in ("partition", "reservation", "constraint"):
+                values.pop(key)
+        fields = [(k, v) for k, v in values.items() if v != ""]
+        return {"summary": summary(opts.__dict__), "fields": [("preset", "")] + fields}
 
     @staticmethod
     async def _render_options_form(spawner: "BatchSpawner") -> str:
@@ -264,7 +329,33 @@ class BatchSpawner(SessionEndings, Spawner):
                 spawner.log.warning("Slurm resources unavailable: %s", e)
                 slurm = {"error": str(e)}
         template_paths = spawner.user.settings.get("template_path") or ()
-        return render_form(form_context(bounds, slurm), template_paths)
+        return render_form(spawner._form_context(bounds, slurm), template_paths)
+
+    def _form_context(self, bounds: Bounds, slurm: Optional[dict]) -> dict:
+        """What the form shows: a refused attempt (its values, the message next to the field),
+        else the last accepted options, else the defaults with the first preset chosen."""
+        presets = self.checked_presets()
+        attempt, self._attempt = self._attempt, None
+        last = None
+        if self.last_options:
+            try:
+                last = validate_options(self.last_options, bounds).__dict__
+            except OptionsError:  # the bounds changed since: start from the defaults
+                last = None
+        if attempt is not None:
+            data, err = attempt
+            values = {k: (v[0] if isinstance(v, list) and v else str(v or ""))
+                      for k, v in data.items() if k in form_values(None, bounds)}
+            values = {k: v.replace("\r\n", "\n") for k, v in values.items()}
+            chosen = data.get("preset", [""])
+            chosen = chosen[0] if isinstance(chosen, list) and chosen else str(chosen or "")
+            errors = {err.field: err.message} if err is not None else {}
+            return form_context(bounds, slurm, presets, values, chosen, errors, last)
+        if last is not None:
+            return form_context(bounds, slurm, presets, form_values(self.last_options, bounds),
+                                matching_preset(self.last_options, presets, bounds) or "",
+                                last=last)
+        return form_context(bounds, slurm, presets)
 
     # ---------------------------------------------------------------- state
     def get_state(self):
@@ -274,6 +365,8 @@ class BatchSpawner(SessionEndings, Spawner):
                          env_path=self.env_path)
         if self.last_outcome is not None:
             state["last_outcome"] = self.last_outcome.to_state()
+        if self.last_options:
+            state["last_options"] = self.last_options
         return state
 
     def load_state(self, state):
@@ -283,9 +376,12 @@ class BatchSpawner(SessionEndings, Spawner):
         self.job_host = state.get("job_host", "")
         self.env_path = state.get("env_path", "")
         self.last_outcome = Outcome.from_state(state.get("last_outcome")) or self.last_outcome
+        if isinstance(state.get("last_options"), dict):
+            self.last_options = state["last_options"]
 
     def clear_state(self):
-        # The last outcome stays: it is what the user sees after the server is gone.
+        # The last outcome stays: it is what the user sees after the server is gone; so do the
+        # last options (the next form opens with them).
         super().clear_state()
         self._unfollow()
         self.job_id = ""

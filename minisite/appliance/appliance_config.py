@@ -32,3 +32,14 @@ c.IdleCulling.cull_every = 10
 # A server whose node stopped answering the hub's TCP probe for 10 s is reported lost and its job
 # removed (the fault suite kills nodes: tests/integration/test_zy_faults.py); a site keeps 120 s.
 c.BatchSpawner.unreachable_timeout = 10
+
+# Presets: cards at the top of the spawn form (docs/admin.md, "Presets"); validated against the
+# bounds above when the hub starts. The SLURM one is offered to whoever may use partition jhub.
+c.BatchSpawner.presets = [
+    {"name": "Standard notebook", "description": "HTCondor notebook lane: starts in seconds",
+     "options": {"backend": "htcondor", "cpus": 1, "memory_gb": 2}},
+    {"name": "SLURM jhub notebook", "description": "SLURM notebook partition jhub (shared)",
+     "options": {"backend": "slurm", "partition": "jhub", "cpus": 1, "memory_gb": 2}},
+    {"name": "Large memory", "description": "HTCondor notebook lane, 4 cores and 16 GiB for 8 hours",
+     "options": {"backend": "htcondor", "cpus": 4, "memory_gb": 16, "runtime_hours": 8}},
+]

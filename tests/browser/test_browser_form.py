@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.test_browser_spawn import _login, _stop
+from tests.browser.test_browser_spawn import _advanced, _login, _stop
 
 pytestmark = [pytest.mark.minisite, pytest.mark.browser]
 
@@ -25,7 +25,9 @@ def test_slurm_fields_only_while_slurm_is_picked(browser, site, users, artifacts
             assert shown == enabled == page.locator("#partition").is_enabled()
             return shown
 
-        assert page.locator("#backend-htcondor").is_checked()  # the mini site's default
+        _advanced(page)
+        # the form opens with the last options (or a preset): start from HTCondor
+        page.check("#backend-htcondor")
         assert not slurm_fields_on()
         page.check("#backend-slurm")
         assert slurm_fields_on()

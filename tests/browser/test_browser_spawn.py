@@ -25,6 +25,12 @@ def _login(page, site, user, password):
     page.wait_for_url("**/hub/spawn**", timeout=30000)
 
 
+def _advanced(page):
+    """Open the spawn form's "Advanced" section (every field; presets sit above it)."""
+    if page.locator("#advanced").get_attribute("open") is None:
+        page.click("#advanced > summary")
+
+
 def test_slurm_upex_lab(browser, site, users, artifacts):
     """bob picks SLURM and his group's partition upex on the spawn page and lands in JupyterLab."""
     user = "bob"
@@ -32,6 +38,7 @@ def test_slurm_upex_lab(browser, site, users, artifacts):
     page = ctx.new_page()
     try:
         _login(page, site, user, users[user]["password"])
+        _advanced(page)
         page.check("#backend-slurm")
         options = page.locator("#partition option").all_inner_texts()
         assert "upex" in options and "jhub" in options
@@ -57,6 +64,7 @@ def test_login_spawn_lab(browser, site, users, artifacts):
         page.click("#login_submit")
         page.wait_for_url("**/hub/spawn**", timeout=30000)
         page.screenshot(path=str(artifacts / "spawn-form.png"))
+        _advanced(page)
         page.check("#backend-htcondor")
         page.click("input[type=submit], button[type=submit]")
         page.wait_for_url("**/user/bob/lab**", timeout=240000)

@@ -89,7 +89,7 @@ def test_rendered_form_fields_ids_and_labels():
     bounds = Bounds(default_backend="htcondor", max_cpus=4, max_memory_gb=8, max_gpus=2)
     f = Fields(render_form(form_context(bounds, SLURM)))
     assert {i: c["name"] for i, c in f.controls.items()} == {
-        "backend-htcondor": "backend", "backend-slurm": "backend", "interface": "interface",
+        "shown": "shown", "backend-htcondor": "backend", "backend-slurm": "backend", "interface": "interface",
         "cpus": "cpus", "memory_gb": "memory_gb", "gpus": "gpus",
         "runtime_hours": "runtime_hours", "partition": "partition",
         "reservation": "reservation", "constraint": "constraint", "env": "env"}

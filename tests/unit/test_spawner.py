@@ -621,3 +621,102 @@ async def test_a_failed_start_keeps_its_own_outcome_when_polled(sim):
     assert sp.last_outcome.kind == "held"
     assert await sp.poll() == 1
     assert sp.last_outcome.kind == "held" and "held by the admin" in sp.last_outcome.message
+
+
+# -- the spawn form: presets, the last options (the spawner's state in the hub's database), a
+#    refused attempt reopening the form with its values and the message next to the field --------
+
+from tests.unit.test_form_presets import Page  # noqa: E402
+
+FORM_PRESETS = [{"name": "Small", "description": "one core",
+                 "options": {"backend": "htcondor", "cpus": 1, "memory_gb": 2}},
+                {"name": "Jhub", "description": "",
+                 "options": {"backend": "slurm", "partition": "jhub", "cpus": 2}}]
+
+
+def two_backends(sim, **settings):
+    sim.settings["scheduler_classes"] = {
+        "htcondor": scheduler_class(sim.cluster, "htcondor"),
+        "slurm": scheduler_class(sim.cluster, "slurm")}
+    sim.settings.update({"default_backend": "htcondor", "max_cpus": 4, "presets": FORM_PRESETS,
+                         **settings})
+    sim.restart()
+    sim.cluster.resources = {"partitions": ["jhub", "maxwell"], "reservations": [],
+                             "features": []}
+
+
+async def test_first_visit_offers_the_presets_and_a_preset_spawns_without_javascript(sim):
+    two_backends(sim)
+    sp = sim.spawner()
+    p = Page(await sp.options_form(sp))
+    assert p.checked("preset") == "Small" and p.controls["cpus"]["value"] == "1"
+    data = p.submit()
+    data["preset"] = ["Jhub"]  # the fields still show the defaults
+    opts = sp.run_options_from_form(data)
+    assert opts["backend"] == "slurm" and opts["partition"] == "jhub" and opts["cpus"] == 2
+    await sp.apply_user_options(sp, opts)
+    assert sp.options.partition == "jhub" and sp.last_options == opts
+
+
+async def test_the_last_options_survive_the_hub_and_prefill_form_and_home_page(sim):
+    two_backends(sim)
+    sp = sim.spawner()
+    mine = {"backend": "slurm", "partition": "maxwell", "cpus": 3, "env": {"TOKEN": "s3cret"}}
+    await sp.apply_user_options(sp, mine)
+    with pytest.raises(web.HTTPError):  # a refused request does not replace them
+        await sp.apply_user_options(sp, {"backend": "htcondor", "cpus": 99})
+    sp.clear_state()  # the server stopped; JupyterHub saves the state to its database
+    sp.orm_spawner.state = sp.get_state()
+    sim.db.commit()
+
+    sim.restart()
+    again = sim.spawner()  # made from the database, as after a hub restart
+    assert again.last_options == mine
+    p = Page(await again.options_form(again))
+    assert p.checked("preset") == "" and p.checked("backend") == "slurm"
+    assert p.controls["partition"]["value"] == "maxwell" and p.controls["cpus"]["value"] == "3"
+    assert p.texts["env"] == "TOKEN=s3cret"  # the user's own page, never a URL
+    choice = again.last_choice()
+    assert choice["summary"] == "SLURM, 3 CPUs, 2 GiB, partition maxwell, JupyterLab, env TOKEN"
+    assert dict(choice["fields"]) == {"preset": "", "backend": "slurm", "interface": "lab",
+                                      "cpus": "3", "memory_gb": "2", "gpus": "0",
+                                      "partition": "maxwell", "env": "TOKEN=s3cret"}
+    # "Start again" posts those fields: the same options
+    assert again.run_options_from_form({k: [v] for k, v in choice["fields"]}) == dict(
+        mine, interface="lab", memory_gb=2.0, gpus=0)
+    # options the bounds no longer allow are not offered again
+    two_backends(sim, max_cpus=2)
+    later = sim.spawner()
+    assert later.last_options == mine and later.last_choice() is None
+    assert Page(await later.options_form(later)).checked("preset") == "Small"
+
+
+async def test_a_refused_query_string_spawn_reopens_the_form_with_its_values(sim):
+    two_backends(sim)
+    sp = sim.spawner()
+    opts = sp.options_from_query({"backend": ["htcondor"], "cpus": ["9"], "memory_gb": ["3"]})
+    with pytest.raises(web.HTTPError):
+        await sp.apply_user_options(sp, opts)
+    p = Page(await sp.options_form(sp))  # what JupyterHub shows after the failed spawn
+    assert p.controls["cpus"]["value"] == "9" and p.controls["memory_gb"]["value"] == "3"
+    assert p.checked("preset") == "" and p.controls["cpus"]["aria-invalid"] == "true"
+    assert p.texts["cpus-error"].startswith("Input should be less than or equal to 4")
+    # shown once: the next visit opens with the defaults again
+    assert "cpus-error" not in Page(await sp.options_form(sp)).texts
+    # a preset by name works in a URL too
+    assert sp.options_from_query({"preset": ["Jhub"]})["partition"] == "jhub"
+
+
+async def test_env_is_refused_in_a_url_and_conversion_errors_sit_next_to_the_field(sim):
+    two_backends(sim)
+    sp = sim.spawner()
+    with pytest.raises(OptionsError) as e:
+        sp.options_from_query({"backend": ["htcondor"], "env": ["TOKEN=s3cret"]})
+    assert e.value.field == "env" and "URL" in e.value.message
+    p = Page(await sp.options_form(sp))
+    assert "URL" in p.texts["env-error"] and "s3cret" not in p.texts["env"]
+    with pytest.raises(OptionsError):
+        sp.run_options_from_form({"backend": ["htcondor"], "memory_gb": ["lots"]})
+    p = Page(await sp.options_form(sp))
+    assert p.controls["memory_gb"]["value"] == "lots"
+    assert p.texts["memory_gb-error"] == "'lots' is not a number"
