@@ -126,8 +126,6 @@ REFUSED_ON_LANE = {
     "too much memory": ({"request_memory": f'{LANE_BOUNDS["JBA_MAX_MEMORY_MB"] + 1}MB'},
                         "Notebook too big"),
     "too many GPUs": ({"request_gpus": str(LANE_BOUNDS["JBA_MAX_GPUS"] + 1)}, "Notebook too big"),
-    "too much disk": ({"request_disk": f'{LANE_BOUNDS["JBA_NOTEBOOK_DISK_MB"] + 1}MB'},
-                      "Notebook too big"),
     "too long": ({"allowed_job_duration": str(LANE_BOUNDS["JBA_MAX_RUNTIME_S"] + 1)},
                  "runtime must be set"),
     "no runtime limit": ({"allowed_job_duration": ""}, "runtime must be set"),
@@ -167,6 +165,19 @@ def test_lane_takes_the_hubs_shape_and_nobody_edits_it(site, cleanup):
     after = queue("condor-lane", f"ClusterId == {cluster}", "RequestCpus", "Cmd",
                   "AllowedJobDuration", "AcctGroupUser", "WantContainer")
     assert after == before, f"attributes changed: {before} -> {after}"
+
+
+@pytest.mark.parametrize("asked", ["10GB", ""])  # a node's whole disk share; HTCondor's default
+def test_every_notebook_job_reserves_the_lanes_disk_size(site, cleanup, asked):
+    """The lane's transform sets RequestDisk, whatever the job asked: no notebook takes another
+    user's disk share, and a hub that sets no request_disk (older release) still fits."""
+    desc = {k: v for k, v in {**hub_shaped(), "request_disk": asked}.items() if v != ""}
+    cluster = cluster_of(submit(LANE, desc))
+    (job,) = queue("condor-lane", f"ClusterId == {cluster}", "RequestDisk")
+    assert job["RequestDisk"] == LANE_BOUNDS["JBA_NOTEBOOK_DISK_MB"] * 1024, job
+    r = as_user(HOSTILE, f"condor_qedit -name {LANE[0]} -pool {LANE[1]} {cluster} "
+                         f"RequestDisk 99999999")
+    assert r.returncode != 0, f"condor_qedit RequestDisk was accepted: {r.stdout}"
 
 
 def lane_cycle_after(t: float) -> bool:
