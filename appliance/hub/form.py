@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import MISSING, fields
 import os
 from typing import Any, Iterable, Optional
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
 
-from ..options import SLURM_ONLY_FIELDS, Bounds, OptionsError, validate_options
+from ..options import SLURM_ONLY_FIELDS, Bounds, OptionsError, UserOptions, validate_options
 
 #: the package's own templates; admins' ``c.JupyterHub.template_paths`` are searched first
 PACKAGE_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -35,19 +36,18 @@ SHORT_BACKEND = {"htcondor": "HTCondor", "slurm": "SLURM"}
 #: The form's fields, in page order; their names are the user_options keys.
 FIELDS = ("backend", "interface", "cpus", "memory_gb", "gpus", "runtime_hours", *SLURM_ONLY_FIELDS,
           "env")
+def _number(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 #: What the form shows for an option the request leaves out (the validator's defaults).
-DEFAULT_VALUES = {"interface": "lab", "cpus": "1", "memory_gb": "2", "gpus": "0",
-                  "runtime_hours": "", "partition": "", "reservation": "", "constraint": "",
-                  "env": ""}
+DEFAULT_VALUES = {f.name: "" if f.default in (None, MISSING) else _number(f.default)
+                  for f in fields(UserOptions) if f.name in FIELDS and f.name != "backend"}
 PRESET_KEYS = {"name", "description", "options"}
 
 
 class PresetError(ValueError):
     """A configured preset is unusable; the message names the preset and the field."""
-
-
-def _number(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def form_values(options: Optional[dict], bounds: Bounds) -> dict[str, str]:

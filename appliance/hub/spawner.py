@@ -235,7 +235,7 @@ class BatchSpawner(SessionEndings, Spawner):
         self.last_options: Optional[dict] = None
         self._attempt: Optional[tuple[dict, Optional[OptionsError]]] = None
         self._init_endings()
-        self.checked_presets()
+        self._presets = self.checked_presets()  # once: the presets and bounds are config
 
     def checked_presets(self) -> list[dict]:
         """``presets``, validated against the bounds (TraitError naming preset and field)."""
@@ -284,7 +284,7 @@ class BatchSpawner(SessionEndings, Spawner):
         data = {k: v for k, v in formdata.items() if k != "_xsrf"}
         spawner._attempt = (data, None)
         try:
-            return options_from_form(data, spawner.checked_presets(), spawner.bounds())
+            return options_from_form(data, spawner._presets, spawner.bounds())
         except OptionsError as e:
             spawner._attempt = (data, e)
             raise
@@ -334,7 +334,7 @@ class BatchSpawner(SessionEndings, Spawner):
     def _form_context(self, bounds: Bounds, slurm: Optional[dict]) -> dict:
         """What the form shows: a refused attempt (its values, the message next to the field),
         else the last accepted options, else the defaults with the first preset chosen."""
-        presets = self.checked_presets()
+        presets = self._presets
         attempt, self._attempt = self._attempt, None
         last = None
         if self.last_options:
