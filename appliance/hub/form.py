@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import MISSING, fields
 import os
+from dataclasses import MISSING, fields
 from typing import Any, Iterable, Optional
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
@@ -36,6 +36,8 @@ SHORT_BACKEND = {"htcondor": "HTCondor", "slurm": "SLURM"}
 #: The form's fields, in page order; their names are the user_options keys.
 FIELDS = ("backend", "interface", "cpus", "memory_gb", "gpus", "runtime_hours", *SLURM_ONLY_FIELDS,
           "env")
+
+
 def _number(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
