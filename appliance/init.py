@@ -4,7 +4,8 @@ Creates what is missing (never overwrites a secret): ``secrets/cookie_secret``,
 ``secrets/proxy_token``, ``secrets/crypt_key`` (all root 0600, directory 0700) and, unless the
 admin mounts ``/etc/appliance/tls/tls.crt`` and ``tls.key`` (then used as they are, never
 touched), the demo certificate: a leaf signed by a local CA (``appliance.tlsdemo``; an earlier
-image's self-signed certificate is upgraded). Then runs the admin's hooks
+image's self-signed certificate is upgraded), and the internal CAs and certificates of routes and
+of the cluster side (``appliance.internaltls``, ``internal-tls/``). Then runs the admin's hooks
 ``/etc/appliance/init.d/*.sh`` in name order, and finally refuses to start (exit 2) if any secret
 file or directory is looser than documented (``appliance.statecheck``), naming each.
 Secrets are generated here, at first start, so none is ever in the image.
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import sys
 
-from appliance import publicorigin, statecheck, tlsdemo
+from appliance import internaltls, publicorigin, statecheck, tlsdemo
 
 STATE = os.environ.get("APPLIANCE_STATE_DIR", "/srv/appliance")
 HOOKS = os.environ.get("APPLIANCE_INIT_DIR", "/etc/appliance/init.d")
@@ -65,6 +66,14 @@ def demo_tls(now: datetime.datetime) -> list[str]:
     return done
 
 
+def internal_tls(now: datetime.datetime) -> list[str]:
+    """The CAs and certificates of routes and of the cluster side (appliance.internaltls)."""
+    hub = publicorigin.from_env(os.environ).host
+    side = internaltls.cluster_side(os.environ, socket.getfqdn(), hub)
+    return internaltls.ensure(os.path.join(STATE, internaltls.DIR_NAME), hub, (side.host,),
+                              side.ips, side.nodes, now)
+
+
 def main(now: datetime.datetime | None = None) -> int:
     now = now or datetime.datetime.now(datetime.timezone.utc)
     os.umask(0o077)
@@ -88,6 +97,11 @@ def main(now: datetime.datetime | None = None) -> int:
         except ValueError as e:
             log(str(e), err=True)
             return 2
+    try:
+        made += internal_tls(now)
+    except ValueError as e:
+        log(str(e), err=True)
+        return 2
     # nginx reads the pair from one fixed place: a symlink to whichever source is in use.
     tmp = active + ".new"
     if os.path.lexists(tmp):

@@ -6,6 +6,10 @@ Standard library only, one file, so a site can drop it on nodes next to any Pyth
 1. Reads the job's private environment file (written 0600 by the submit helper as the user; it
    holds the hub API token, which therefore never appears in a job ad or on a command line) and
    deletes it.
+   With internal TLS the file also holds the server's key and certificate (issued by the hub for
+   this spawn, for the user's own host) and the appliance's cluster CA: they go to 0600 files in a
+   private temporary directory (``JUPYTERHUB_SSL_KEYFILE``/``CERTFILE``/``CLIENT_CA``), so the
+   server serves HTTPS and accepts only clients with the appliance's certificate; removed at exit.
 2. Picks a free TCP port in the configured range (random order, bind test) and starts
    ``jupyterhub-singleuser`` (or the given command) on it, as a child.
 3. Waits until a socket listens on that port and checks, from ``/proc/net/tcp{,6}`` and the
@@ -32,11 +36,14 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -202,8 +209,44 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
-def report_port(api_url: str, token: str, port: int, tries: int = 10) -> None:
+TLS_VARS = {"APPLIANCE_TLS_KEY": ("key.pem", "JUPYTERHUB_SSL_KEYFILE"),
+            "APPLIANCE_TLS_CERT": ("cert.pem", "JUPYTERHUB_SSL_CERTFILE"),
+            "APPLIANCE_TLS_CLIENT_CA": ("client-ca.pem", "JUPYTERHUB_SSL_CLIENT_CA")}
+
+
+def install_tls(env: dict, base: "str | None" = None) -> "str | None":
+    """The server's TLS identity from the env file (PEM values, issued by the hub for this spawn)
+    into files of a new private directory (0700, files 0600, node-local temp dir); sets
+    ``JUPYTERHUB_SSL_KEYFILE``/``CERTFILE``/``CLIENT_CA`` in ``env`` and drops the PEM values (the
+    server and its kernels get paths only). Returns the directory, or None without TLS."""
+    if not any(k in env for k in TLS_VARS):
+        return None
+    missing = [k for k in TLS_VARS if not env.get(k)]
+    if missing:
+        raise SystemExit(f"appliance-launch: env file lacks {', '.join(missing)}")
+    d = tempfile.mkdtemp(prefix="appliance-tls-", dir=base)
+    for var, (name, target) in TLS_VARS.items():
+        path = os.path.join(d, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(env.pop(var))
+        env[target] = path
+    return d
+
+
+def remove_tls(d: "str | None") -> None:
+    if d:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def report_port(api_url: str, token: str, port: int, tries: int = 10,
+                ca_file: "str | None" = None) -> None:
+    """POST the port; over https the hub's cluster-side certificate must verify against
+    ``ca_file`` (the appliance's cluster CA, from the env file)."""
     url = api_url.rstrip("/") + "/batch/port"
+    context = None
+    if url.startswith("https:"):
+        context = ssl.create_default_context(cafile=ca_file)
     body = json.dumps({"port": port}).encode()
     delay = 0.2
     for attempt in range(tries):
@@ -214,7 +257,7 @@ def report_port(api_url: str, token: str, port: int, tries: int = 10) -> None:
             headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=10, context=context) as r:
                 r.read()
                 return
         except urllib.error.HTTPError as e:
@@ -292,6 +335,8 @@ def main(argv=None) -> None:
     started = time.monotonic()
 
     env = read_env_file(args.env_file)
+    tls_dir = install_tls(env)
+    scheme = "https" if tls_dir else "http"
     os.environ.update(env)
     end = job_end_time(dict(os.environ), time.time())
     if end:
@@ -323,24 +368,29 @@ def main(argv=None) -> None:
     uid = os.getuid()
     for _ in range(args.port_attempts):
         port = pick_port(*args.port_range)
-        os.environ["JUPYTERHUB_SERVICE_URL"] = f"http://0.0.0.0:{port}{prefix}"
+        os.environ["JUPYTERHUB_SERVICE_URL"] = f"{scheme}://0.0.0.0:{port}{prefix}"
         proc, foreign = start_server(command, port, uid, args.start_timeout)
         if proc is not None:
             break
         if foreign is None:  # the server itself failed: no other port will help
+            remove_tls(tls_dir)
             raise SystemExit("appliance-launch: the notebook server did not start (see above)")
     else:
+        remove_tls(tls_dir)
         raise SystemExit(f"appliance-launch: {args.port_attempts} ports of the range were taken "
                          "by other users' processes before the server could listen; not started")
     child["proc"] = proc
     print(f"appliance-launch: server (pid {proc.pid}, uid {uid}) listens on port {port}; "
           f"reporting {time.monotonic() - started:.3f} s after start", file=sys.stderr)
     try:
-        report_port(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"], port)
+        report_port(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"], port,
+                    ca_file=os.environ.get("JUPYTERHUB_SSL_CLIENT_CA"))
     except SystemExit:
         proc.terminate()
+        remove_tls(tls_dir)
         raise
     code = proc.wait()
+    remove_tls(tls_dir)
     raise SystemExit(code if code >= 0 else 128 - code)
 
 

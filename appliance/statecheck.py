@@ -30,6 +30,8 @@ def rules(state: str, mounted_tls: str) -> list[Rule]:
         Rule(f"{state}/secrets/*", "file", 0o600, "hub secret"),
         Rule(f"{state}/tls", "dir", 0o700, "TLS directory"),
         Rule(f"{state}/tls/*.key", "file", 0o600, "TLS private key"),
+        Rule(f"{state}/internal-tls", "dir", 0o700, "internal TLS directory"),
+        Rule(f"{state}/internal-tls/*.key", "file", 0o600, "internal TLS private key"),
         Rule(f"{state}/condor-tokens.d", "dir", 0o700, "the hub's HTCondor token directory"),
         Rule(f"{state}/condor-tokens.d/*", "file", 0o600, "the hub's HTCondor token"),
         Rule(f"{state}/credbridge-tokens.d", "dir", 0o700,

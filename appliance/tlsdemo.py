@@ -39,7 +39,7 @@ LEAF_DAYS = 365
 CA_DAYS = 3650
 RENEW_DAYS = 30
 CA_PUBLIC_NAME = "appliance-ca.crt"
-_DNS_RE = re.compile(r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+DNS_RE = re.compile(r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                      r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 IP = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -63,7 +63,7 @@ def names_for(fqdn: str, hostname: str, public_hosts: str = "", hub_host: str = 
         dns += [hub_host, "*." + hub_host]
     ips: list[IP] = [ipaddress.ip_address(a) for a in BASE_IPS]
     for n in (fqdn, hostname):
-        if n and _DNS_RE.match(n) and not n.startswith("*."):
+        if n and DNS_RE.match(n) and not n.startswith("*."):
             dns.append(n.lower())
     for item in filter(None, re.split(r"[\s,]+", public_hosts or "")):
         try:
@@ -71,7 +71,7 @@ def names_for(fqdn: str, hostname: str, public_hosts: str = "", hub_host: str = 
             continue
         except ValueError:
             pass
-        if not _DNS_RE.match(item) or item.startswith("*."):
+        if not DNS_RE.match(item) or item.startswith("*."):
             raise ValueError(f"APPLIANCE_PUBLIC_HOST: {item!r} is not a host name or IP address")
         dns += [item.lower(), "*." + item.lower()]
     return Names(tuple(dict.fromkeys(dns)), tuple(dict.fromkeys(ips)))
@@ -134,8 +134,10 @@ def make_ca(names: Names, now: datetime.datetime, label: str):
     return key, cert
 
 
-def make_leaf(ca_key, ca_cert: x509.Certificate, names: Names, now: datetime.datetime):
-    """(key, certificate) of a server certificate for these names, signed by the local CA."""
+def make_leaf(ca_key, ca_cert: x509.Certificate, names: Names, now: datetime.datetime,
+              days: float = LEAF_DAYS, usages: tuple = (ExtendedKeyUsageOID.SERVER_AUTH,)):
+    """(key, certificate) for these names, signed by the CA: a server certificate unless
+    ``usages`` says otherwise (extended key usages), valid ``days``."""
     key = ec.generate_private_key(ec.SECP256R1())
     sans = [x509.DNSName(d) for d in names.dns] + [x509.IPAddress(i) for i in names.ips]
     cert = (
@@ -145,13 +147,13 @@ def make_leaf(ca_key, ca_cert: x509.Certificate, names: Names, now: datetime.dat
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now - datetime.timedelta(minutes=5) + datetime.timedelta(days=LEAF_DAYS))
+        .not_valid_after(now - datetime.timedelta(minutes=5) + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(
             digital_signature=True, content_commitment=False, key_encipherment=False,
             data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
             encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
@@ -195,16 +197,16 @@ def leaf_problem(leaf: x509.Certificate, ca: x509.Certificate, names: Names,
     return None
 
 
-def _pem(cert: x509.Certificate) -> bytes:
+def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _key_pem(key) -> bytes:
+def key_pem(key) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
-def _write(path: str, data: bytes, mode: int) -> None:
+def write_atomic(path: str, data: bytes, mode: int) -> None:
     """Atomically (temp file + rename), never through a symlink."""
     tmp = f"{path}.new"
     if os.path.lexists(tmp):
@@ -250,8 +252,8 @@ def ensure(tls_dir: str, public_dir: str, names: Names, now: datetime.datetime,
             done.append("made a new local CA (the old one ends soon or does not cover the names): "
                         "trust the new file")
         new_key, ca = make_ca(names, now, label)
-        _write(ca_key, _key_pem(new_key), 0o600)
-        _write(ca_crt, _pem(ca), 0o644)
+        write_atomic(ca_key, key_pem(new_key), 0o600)
+        write_atomic(ca_crt, pem(ca), 0o644)
         done.append("local CA")
         leaf = None
     problem = "missing" if leaf is None else leaf_problem(leaf, ca, names, now)
@@ -259,14 +261,14 @@ def ensure(tls_dir: str, public_dir: str, names: Names, now: datetime.datetime,
         with open(ca_key, "rb") as f:
             signer = serialization.load_pem_private_key(f.read(), password=None)
         leaf_key, leaf = make_leaf(signer, ca, names, now)
-        _write(key, _key_pem(leaf_key), 0o600)
-        _write(crt, _pem(leaf), 0o644)
+        write_atomic(key, key_pem(leaf_key), 0o600)
+        write_atomic(crt, pem(leaf), 0o644)
         done.append("demo certificate" + ("" if problem == "missing" else f" (old one: {problem})"))
     os.makedirs(public_dir, mode=0o755, exist_ok=True)
     os.chmod(public_dir, 0o755)
     public = os.path.join(public_dir, CA_PUBLIC_NAME)
     if load_cert(public) != ca:
-        _write(public, _pem(ca), 0o644)
+        write_atomic(public, pem(ca), 0o644)
     return done
 
 

@@ -4,6 +4,9 @@
 ``/etc/appliance/secrets/db/db_url`` (a mounted secret) and ``<state>/secrets/db_url``; without
 one the hub uses sqlite in the state volume (or, for older sites, ``APPLIANCE_DB_URL``).
 
+``python -m appliance.hub.database plain-servers``: how many running servers are plain HTTP
+(started by an earlier release; ``appliance-run hub`` keeps the cluster side's plain port for them).
+
 ``python -m appliance.hub.database prepare`` (run by ``appliance-run hub`` before JupyterHub):
 waits (bounded) until the database accepts connections, then runs JupyterHub's own
 ``upgrade_if_needed`` (what ``jupyterhub upgrade-db`` does), which backs up a sqlite file first
@@ -151,15 +154,37 @@ def prepare(url: Optional[str] = None, timeout: float = 120.0) -> str:
     return url
 
 
+def plain_servers(url: str) -> int:
+    """Servers the database lists on plain HTTP at a non-loopback host: started by a release
+    before internal TLS, they reach the hub's API only on the cluster side's plain port (the
+    hub's start keeps that port open while there are any: appliance-run hub)."""
+    if url.startswith("sqlite:///") and not os.path.exists(url.split(":///", 1)[1]):
+        return 0
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT s.proto, s.ip FROM servers s JOIN spawners p "
+                                     "ON p.server_id = s.id")).all()
+    finally:
+        engine.dispose()
+    return sum(1 for proto, ip in rows
+               if proto == "http" and ip and ip not in ("127.0.0.1", "localhost", "::1"))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m appliance.hub.database")
-    ap.add_argument("command", choices=["prepare", "url"])
+    ap.add_argument("command", choices=["prepare", "url", "plain-servers"])
     ap.add_argument("--timeout", type=float, default=120.0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="database: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "url":
         print(redact(db_url()))
+        return 0
+    if args.command == "plain-servers":
+        print(plain_servers(db_url()))
         return 0
     try:
         url = prepare(timeout=args.timeout)

@@ -8,6 +8,7 @@ import os
 import socket
 
 import appliance.hub as _hub_pkg
+from appliance import internaltls, publicorigin
 from appliance.hub.handlers import default_handlers
 from appliance.hub.session_api import session_handlers
 from appliance.hub.spawner import BatchSpawner
@@ -23,17 +24,28 @@ c.JupyterHub.db_url = os.environ.get("APPLIANCE_DB_URL", f"sqlite:///{STATE}/jup
 c.JupyterHub.cookie_secret_file = f"{STATE}/secrets/cookie_secret"
 c.JupyterHub.pid_file = "/run/appliance/jupyterhub.pid"
 # Nodes reach the hub API over the cluster network; the browser reaches the hub only via nginx+CHP.
-_nodes_url = os.environ.get("APPLIANCE_HUB_CONNECT_URL", f"http://{socket.getfqdn()}:8081")
+_side = internaltls.cluster_side(os.environ, socket.getfqdn(), publicorigin.from_env(os.environ).host)
+c.Spawner.hub_connect_url = _side.connect_url
 if os.environ.get("APPLIANCE_CLUSTER_ADDR"):
     # The hub listens on loopback only (CHP and the hub's own services reach it there); nodes reach
-    # its REST API through nginx on the cluster-side address, which serves nothing else
-    # (image/bin/appliance-nginx-conf; docs/security.md, "User isolation").
+    # its REST API through nginx's TLS listener on the cluster-side address, which serves nothing
+    # else (image/bin/appliance-nginx-conf; docs/security.md, "User isolation").
     c.JupyterHub.hub_bind_url = os.environ.get("APPLIANCE_HUB_BIND_URL", "http://127.0.0.1:8081")
     c.JupyterHub.hub_connect_url = "http://127.0.0.1:8081"
-    c.Spawner.hub_connect_url = _nodes_url
 else:  # the hub itself on every interface, UI included (no cluster-side filter)
     c.JupyterHub.hub_bind_url = os.environ.get("APPLIANCE_HUB_BIND_URL", "http://0.0.0.0:8081")
-    c.JupyterHub.hub_connect_url = _nodes_url
+    c.JupyterHub.hub_connect_url = _side.connect_url
+# Routes over mutual TLS (appliance/internaltls.py): every server gets a certificate for its user's
+# own host; CHP (appliance-run chp) and the hub present the appliance's client certificate and
+# trust only the notebooks CA. JupyterHub's readiness check (User._wait_up) reads these settings.
+_tls = internaltls.Paths(f"{STATE}/{internaltls.DIR_NAME}")
+c.BatchSpawner.internal_tls_dir = _tls.root
+c.BatchSpawner.server_cert_node_names = list(_side.nodes)
+c.JupyterHub.tornado_settings = {
+    "internal_ssl_key": _tls.key(internaltls.CLIENT),
+    "internal_ssl_cert": _tls.crt(internaltls.CLIENT),
+    "internal_ssl_ca": _tls.crt(internaltls.NOTEBOOKS_CA),
+}
 # A hub restart must not kill users' notebooks; CHP is supervised separately.
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.cleanup_proxy = False

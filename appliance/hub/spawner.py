@@ -12,7 +12,9 @@ Lifecycle of ``start()``:
    file (hub API token inside) and submits; secrets travel only on its stdin;
 4. progress follows the scheduler's real state (idle/pending reason, running, held with reason);
 5. the node launcher reports its port through ``POST /hub/api/batch/port``; the host comes from the
-   scheduler. ``start()`` returns ``http://host:port``; the hub then waits for the server to answer.
+   scheduler. With internal TLS (``internal_tls_dir``) the hub pins the server's certificate
+   (appliance.hub.servertls) and ``start()`` returns ``https://host:port``; the hub then waits for
+   the server to answer.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pwd
 import time
 import uuid
 from typing import Any, Optional
+from urllib.parse import urlparse
 
 from jupyterhub.spawner import Spawner
 from tornado import web
@@ -39,6 +42,7 @@ from .endings import SessionEndings
 from .outcomes import Outcome
 from .registry import Registry, hub_registry
 from .scheduler.base import DONE, HELD, PENDING, Scheduler, SubmitError
+from .servertls import ServerTLS
 from .submission import helper_argv, helper_request, run_submit_helper, submit_request
 
 _BOUNDS = Bounds()  # the validator's defaults (appliance.options), written there once
@@ -133,6 +137,20 @@ class BatchSpawner(SessionEndings, Spawner):
         15.0, min=0, max=600,
         help="stop() waits at most this long, after removing the job, until the scheduler no longer "
         "lists it as active (0: do not wait).",
+    ).tag(config=True)
+
+    internal_tls_dir = Unicode(
+        "", help="Directory of the internal CAs and certificates (appliance.internaltls; made by "
+        "appliance.init). Set: every server serves TLS with a certificate issued for its user's "
+        "own host at each spawn, CHP and the hub verify it, and the hub pins it before routing. "
+        "'' = plain HTTP routes (nothing then proves who answers on the reported port).",
+    ).tag(config=True)
+    server_cert_node_names = List(
+        Unicode(), default_value=[],
+        help="Node host names or '*.<domain>' patterns in every server certificate, for "
+        "JupyterHub's own host check of the route (CHP checks the user's host). The shipped "
+        "config sets them from APPLIANCE_NODE_NAMES (default: '*.' + the domain of the hub's "
+        "cluster-side name). Never a pattern covering users' hosts.",
     ).tag(config=True)
 
     registry = Instance(
@@ -236,6 +254,8 @@ class BatchSpawner(SessionEndings, Spawner):
         self._attempt: Optional[tuple[dict, Optional[OptionsError]]] = None
         self._init_endings()
         self._presets = self.checked_presets()  # once: the presets and bounds are config
+        self._tls: Optional[ServerTLS] = None
+        self._issued = None  # this spawn's server certificate (appliance.internaltls.IssuedServer)
 
     def checked_presets(self) -> list[dict]:
         """``presets``, validated against the bounds (TraitError naming preset and field)."""
@@ -486,8 +506,26 @@ class BatchSpawner(SessionEndings, Spawner):
             self._emit(f"Jupyter starting on {host}:{port}", 70)
             with timer.phase("probe"):
                 await job.listening(host, port, timeout=self.http_timeout)
+                if self._issued is not None:
+                    await self._tls.check(host, port, self._issued, self._log_name,
+                                          timeout=self.check_interval * 5)
         self._emit(f"Jupyter listening on {host}:{port}", 90)
-        return f"http://{host}:{port}"
+        return f"{'https' if self._issued is not None else 'http'}://{host}:{port}"
+
+    def _server_tls_env(self) -> dict[str, str]:
+        """A certificate for this spawn (internal_tls_dir set), as env for the job."""
+        self._issued = None
+        if not self.internal_tls_dir:
+            return {}
+        if self._tls is None:
+            self._tls = ServerTLS(self.internal_tls_dir, self.server_cert_node_names, self.log)
+        host = urlparse(self.user.host).hostname if self.user.settings.get("subdomain_host") \
+            else None
+        if not host:
+            raise SpawnError("Internal TLS needs JupyterHub's subdomain_host (an origin per user); "
+                             "ask the admin.")
+        self._issued = self._tls.issue(host, days=self.max_runtime_hours / 24 + 1)
+        return self._tls.env(self._issued)
 
     def _job(self, sched: Scheduler, watcher) -> NotebookJob:
         waits = Waits(check_interval=self.check_interval, status_timeout=self.status_timeout,
@@ -516,7 +554,8 @@ class BatchSpawner(SessionEndings, Spawner):
         self.backend = opts.backend
         self.env_path = request.env_file
         self._emit(f"Submitting to {opts.backend}", 10)
-        payload = helper_request(request, self._job_env(), sched.build_submit(request))
+        payload = helper_request(request, {**self._job_env(), **self._server_tls_env()},
+                                 sched.build_submit(request))
         try:
             with timer.phase("submit"):
                 answer = await run_submit_helper(

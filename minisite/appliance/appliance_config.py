@@ -1,8 +1,8 @@
 # Hub settings of the mini site (a site mounts its own file at /etc/appliance/appliance_config.py).
 c = get_config()  # noqa: F821
 
-# how notebook jobs reach the hub API (nginx's cluster-side listener, APPLIANCE_CLUSTER_ADDR)
-c.Spawner.hub_connect_url = "http://appliance.mini.test:8081"
+# Notebook jobs reach the hub API at nginx's cluster-side TLS listener (APPLIANCE_CLUSTER_ADDR):
+# https://appliance.mini.test:8444 by default (appliance.internaltls.cluster_side).
 c.BatchSpawner.default_backend = "htcondor"
 c.BatchSpawner.max_cpus = 4
 c.BatchSpawner.max_memory_gb = 64  # above every node: the capacity check, not the bound, refuses (issue 11)

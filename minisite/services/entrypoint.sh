@@ -15,6 +15,9 @@ case "$role" in
   prometheus)
     wait_file /etc/minisite/metrics-token/prometheus.token 300
     install -m 0400 -o prometheus -g prometheus /etc/minisite/metrics-token/prometheus.token /etc/prometheus/hub.token
+    # the appliance's cluster CA (public), to verify the hub's cluster-side TLS listener
+    wait_file /etc/minisite/metrics-token/cluster-ca.crt 300
+    install -m 0444 /etc/minisite/metrics-token/cluster-ca.crt /etc/prometheus/cluster-ca.crt
     install -d -o prometheus -g prometheus /var/lib/prometheus/data
     exec runuser -u prometheus -- /usr/bin/prometheus \
       --config.file=/etc/minisite/prometheus/prometheus.yml \

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import SITE_URL, site_exec, user_origin
+from tests.conftest import SITE_URL, container, podman, site_exec, user_origin, wait_for
 from tests.integration.test_perimeter_condor import as_user
 
 pytestmark = pytest.mark.minisite
@@ -137,7 +137,7 @@ def test_edited_job_ad_does_not_move_the_route(client_for, trap):
         node = before["host"]
         assert before["state"] == "running" and node.startswith("exec") and not before["error"]
         target = proxy_target(HOSTILE)
-        assert target.startswith(f"http://{node}:"), target
+        assert target.startswith(f"https://{node}:"), target  # internal TLS
 
         canary = len(trap())  # the fixture's own probe
         trap_addr = address(TRAP_SERVICE, TRAP_HOST)
@@ -253,22 +253,41 @@ def test_launcher_fails_clearly_when_every_port_is_held():
     assert "3 ports of the range were taken by other users' processes" in err
 
 
-def cluster_get(service: str, url: str) -> str:
-    """HTTP status of GET ``url`` from ``service``'s container ("refused"/"timeout" if none)."""
-    code = ("import sys, urllib.request, urllib.error\n"
-            "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=5); print(r.status)\n"
+def cluster_get(service: str, url: str, ca: str = "") -> str:
+    """HTTP status of GET ``url`` from ``service``'s container, verifying TLS against ``ca``
+    (else the system's CAs): "refused", "tls" (certificate not verified) or "timeout" if none."""
+    code = ("import ssl, sys, urllib.request, urllib.error\n"
+            "ctx = ssl.create_default_context(cafile=sys.argv[2] or None)\n"
+            "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=5, context=ctx); print(r.status)\n"
             "except urllib.error.HTTPError as e: print(e.code)\n"
-            "except Exception as e: print('refused' if 'refused' in str(e).lower() else 'timeout')")
-    return site_exec(service, "python3", "-c", code, url, check=False).stdout.strip()
+            "except Exception as e:\n"
+            " t = str(e).lower()\n"
+            " print('refused' if 'refused' in t else 'tls' if 'certificate' in t else 'timeout')")
+    return site_exec(service, "python3", "-c", code, url, ca, check=False).stdout.strip()
 
 
-def test_cluster_side_serves_only_the_api():
-    hub = "http://appliance.mini.test:8081"
-    assert cluster_get("kdc", f"{hub}/hub/api/") == "200"  # what nodes need
-    assert cluster_get("kdc", f"{hub}/hub/login") == "404"
-    assert cluster_get("kdc", f"{hub}/hub/home") == "404"
-    assert cluster_get("kdc", f"{hub}/user/alice/") == "404"
-    assert cluster_get("kdc", f"{hub}/hub/api/../login") in ("404", "400")
+def cluster_ca_on(service: str) -> str:
+    """The appliance's cluster CA (public) copied into ``service``'s container; its path there."""
+    pem = site_exec("appliance", "cat", "/srv/appliance/internal-tls/cluster-ca.crt").stdout
+    path = "/tmp/jba-cluster-ca.crt"
+    site_exec(service, "sh", "-c", f"cat > {path}", input=pem)
+    return path
+
+
+def test_cluster_side_serves_only_the_api_over_tls():
+    ca = cluster_ca_on("kdc")
+    hub = "https://appliance.mini.test:8444"
+    assert cluster_get("kdc", f"{hub}/hub/api/", ca) == "200"  # what nodes need, verified TLS
+    assert cluster_get("kdc", f"{hub}/hub/login", ca) == "404"
+    assert cluster_get("kdc", f"{hub}/hub/home", ca) == "404"
+    assert cluster_get("kdc", f"{hub}/user/alice/", ca) == "404"
+    assert cluster_get("kdc", f"{hub}/hub/api/../login", ca) in ("404", "400")
+    # plain HTTP to the API fails: 400 on the TLS port, nothing on the old plain port (no server
+    # of an earlier release runs, appliance-run hub)
+    assert cluster_get("kdc", "http://appliance.mini.test:8444/hub/api/") == "400"
+    assert cluster_get("kdc", "http://appliance.mini.test:8081/hub/api/") == "refused"
+    # and the certificate is the appliance's: without the cluster CA the client refuses
+    assert cluster_get("kdc", f"{hub}/hub/api/") == "tls"
 
 
 def tcp_open(service: str, host: str, port: int) -> bool:
@@ -287,4 +306,140 @@ def test_dmz_side_has_no_hub_port():
     assert dmz, addrs
     assert tcp_open("prometheus", dmz[0], 8443)  # nginx: the one way in
     assert not tcp_open("prometheus", dmz[0], 8081)
+    assert not tcp_open("prometheus", dmz[0], 8444)  # the cluster side's TLS API
     assert not tcp_open("prometheus", dmz[0], 8000)  # CHP: loopback only
+
+
+# -- internal TLS: only alice's own server can answer alice's route (hole 2, rest) ---------------
+HOSTILE_TLS_SERVER = r"""
+import http.server, os, ssl, sys
+port, log = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        with open(log, "a") as f:
+            f.write(f"{self.headers.get('Host')} cookie={bool(self.headers.get('Cookie'))}\n")
+        body = b"mallory's page"
+        self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(os.environ["CERT"], os.environ["KEY"])
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.load_verify_locations(os.environ["CA"])
+s = http.server.HTTPServer(("0.0.0.0", port), H)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print("up", flush=True)
+s.serve_forever()
+"""
+
+PROXY_ROUTE = """
+import json, sys, urllib.request
+token = open("/srv/appliance/secrets/proxy_token").read().strip()
+method, spec = sys.argv[1], sys.argv[2]
+body = json.dumps({"target": sys.argv[3]}).encode() if method == "POST" else None
+req = urllib.request.Request("http://127.0.0.1:8001/api/routes" + spec, data=body, method=method,
+                             headers={"Authorization": f"token {token}"})
+print(urllib.request.urlopen(req, timeout=10).status)
+"""
+
+HUB_PIN = """
+import asyncio, logging, sys
+from appliance import internaltls
+from appliance.hub.job import SpawnError
+from appliance.hub.servertls import ServerTLS
+logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+side = internaltls.cluster_side({"APPLIANCE_CLUSTER_ADDR": "x"}, "appliance.mini.test",
+                                "hub.localhost")
+tls = ServerTLS("/srv/appliance/internal-tls", list(side.nodes), logging.getLogger("hub"))
+issued = tls.issue("alice.hub.localhost", days=1)  # what the hub issues for alice's spawn
+try:
+    asyncio.run(tls.check(sys.argv[1], int(sys.argv[2]), issued, "alice", timeout=10))
+    print("ACCEPTED")
+except SpawnError as e:
+    print("REFUSED", e)
+"""
+
+HIJACK_PORT = 40950
+
+
+def server_tls_files(user: str) -> tuple[str, dict]:
+    """(node service, {CERT, KEY, CA}) of ``user``'s running single-user server: copies, owned by
+    her, of the files the launcher wrote from the job's private env file (her own certificate,
+    for her own host; the originals sit in the job's private /tmp, HTCondor's
+    MOUNT_UNDER_SCRATCH, which she reads from any process of her job)."""
+    for node in ("condor-exec1", "condor-exec2"):
+        r = sh(node, f"for pid in $(pgrep -u {user} -f jupyterhub-singleuser); do "
+                     "tr '\\0' '\\n' < /proc/$pid/environ | grep '^JUPYTERHUB_SSL_' "
+                     "&& echo PID=$pid && break; done", check=False)
+        env = dict(line.split("=", 1) for line in r.stdout.split() if "=" in line)
+        if not env:
+            continue
+        d = f"/tmp/jba-hijack-tls-{user}"
+        files = {"CERT": f"{d}/cert.pem", "KEY": f"{d}/key.pem", "CA": f"{d}/ca.pem"}
+        src = {"CERT": "JUPYTERHUB_SSL_CERTFILE", "KEY": "JUPYTERHUB_SSL_KEYFILE",
+               "CA": "JUPYTERHUB_SSL_CLIENT_CA"}
+        copy = " && ".join(f"install -o {user} -m 0600 /proc/{env['PID']}/root{env[src[k]]} {v}"
+                           for k, v in files.items())
+        sh(node, f"rm -rf {d} && install -d -o {user} -m 0700 {d} && {copy}")
+        return node, files
+    raise AssertionError(f"no running server of {user} with TLS files on the lane's nodes")
+
+
+def test_only_alices_server_can_answer_alices_route(client_for):
+    """mallory, with her own valid server certificate (her running notebook's), serves on a port
+    of a shared node; alice's route is pointed at it, as after alice's server died and mallory
+    bound its port. CHP refuses the handshake (the name it checks is alice's host), nothing
+    reaches mallory's process, and the hub's pin refuses it too, logging the refused certificate.
+    Control: the same process answers on mallory's own host."""
+    from tests.conftest import ca_bundle
+
+    c = client_for(HOSTILE)
+    c.stop()
+    assert c.spawn({"backend": "htcondor"}).status_code in (201, 202)
+    node = service = log = None
+    host_of = {u: urlparse(user_origin(SITE_URL, u)).hostname for u in ("alice", HOSTILE)}
+    try:
+        c.wait_ready()
+        service, files = server_tls_files(HOSTILE)
+        node = f"{service.split('-')[-1]}.mini.test"
+        log = f"/tmp/jba-hijack-{int(time.time())}.log"
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in files.items())
+        sh(service, f"touch {log}; chmod 666 {log}; runuser -u {HOSTILE} -- env {env} "
+                    f"nohup timeout 300 python3 -c {shlex.quote(HOSTILE_TLS_SERVER)} "
+                    f"{HIJACK_PORT} {log} > {log}.out 2>&1 &")
+        wait_for("mallory's TLS server", lambda: "up" in sh(service, f"cat {log}.out",
+                                                            check=False).stdout, timeout=20)
+        target = f"https://{node}:{HIJACK_PORT}"
+        for user in ("alice", HOSTILE):
+            site_exec("appliance", "/opt/jupyterhub/bin/python", "-c", PROXY_ROUTE, "POST",
+                      f"/{host_of[user]}/jba-hijack", target)
+        import requests
+        s = requests.Session()
+        s.trust_env = False
+        port = urlparse(SITE_URL).port
+        own = s.get(f"https://{host_of[HOSTILE]}:{port}/jba-hijack", verify=ca_bundle(),
+                    timeout=30)
+        assert own.status_code == 200 and own.text == "mallory's page"  # the control
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+        hijacked = s.get(f"https://{host_of['alice']}:{port}/jba-hijack", verify=ca_bundle(),
+                         cookies={"jupyterhub-user-alice": "would-be-alices"}, timeout=30)
+        assert hijacked.status_code == 503, hijacked.status_code
+        assert "mallory's page" not in hijacked.text
+        logs = podman("logs", "--since", since, container("appliance"))
+        chp_log = logs.stdout + logs.stderr
+        assert (f"Host: {host_of['alice']}. is not in the cert's altnames: "
+                f"DNS:{host_of[HOSTILE]}") in chp_log, chp_log[-2000:]  # CHP refused the handshake
+        seen = sh(service, f"cat {log}").stdout.splitlines()
+        assert seen == [f"{host_of[HOSTILE]}:{port} cookie=False"], seen  # only the control
+        pin = site_exec("appliance", "/opt/jupyterhub/bin/python", "-c", HUB_PIN, node,
+                        str(HIJACK_PORT), timeout=60).stdout
+        assert "REFUSED" in pin and "ACCEPTED" not in pin, pin
+        assert f"alice: refused certificate from {node}:{HIJACK_PORT}" in pin, pin
+    finally:
+        for user in ("alice", HOSTILE):
+            site_exec("appliance", "/opt/jupyterhub/bin/python", "-c", PROXY_ROUTE, "DELETE",
+                      f"/{host_of[user]}/jba-hijack", check=False)
+        if service:
+            sh(service, f"pkill -u {HOSTILE} -f 'import http.server, os, ssl'; rm -f {log} "
+                        f"{log}.out; rm -rf /tmp/jba-hijack-tls-{HOSTILE}", check=False)
+        c.stop()

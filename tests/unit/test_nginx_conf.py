@@ -10,8 +10,8 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "image" / "bin" / "appliance-nginx-conf"
 
 
-def run(tmp_path, **env):
-    return subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True,
+def run(tmp_path, *args, **env):
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "APPLIANCE_RUN_DIR": str(tmp_path), **env})
 
 
@@ -68,10 +68,26 @@ def test_cluster_side_listener_serves_only_the_api(tmp_path):
     r = run(tmp_path, APPLIANCE_CLUSTER_ADDR="172.29.10.10")
     assert r.returncode == 0, r.stderr
     conf = (tmp_path / "nginx-cluster.conf").read_text()
-    assert "listen 172.29.10.10:8081;" in conf and "0.0.0.0" not in conf
+    assert "listen 172.29.10.10:8444 ssl;" in conf and "0.0.0.0" not in conf
+    assert "ssl_certificate     /srv/appliance/internal-tls/cluster-api.crt;" in conf
     assert "location /hub/api/ {" in conf and "location = /hub/metrics" in conf
     assert "location / { return 404; }" in conf
     assert "proxy_set_header Host $host;" in conf  # nginx variables survive the heredoc
+    # no plain listener unless servers of an earlier release need it (appliance-run hub)
+    assert "listen 172.29.10.10:8081" not in conf
+    assert (tmp_path / "nginx-cluster-legacy.conf").read_text() == ""
+
+
+def test_plain_cluster_listener_only_on_request(tmp_path):
+    r = run(tmp_path, "--legacy-plain", APPLIANCE_CLUSTER_ADDR="172.29.10.10")
+    assert r.returncode == 0, r.stderr
+    legacy = (tmp_path / "nginx-cluster-legacy.conf").read_text()
+    assert "listen 172.29.10.10:8081;" in legacy and "ssl" not in legacy
+    assert "location / { return 404; }" in legacy
+    assert f"include {tmp_path}/nginx-cluster-legacy.conf;" in (
+        tmp_path / "nginx-cluster.conf").read_text()
+    r = run(tmp_path, APPLIANCE_CLUSTER_ADDR="172.29.10.10")
+    assert (tmp_path / "nginx-cluster-legacy.conf").read_text() == ""
 
 
 def test_no_cluster_address_no_cluster_listener(tmp_path):

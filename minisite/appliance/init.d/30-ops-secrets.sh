@@ -5,6 +5,7 @@
 #       which reads only the password); the hub reads db_url (appliance/hub/database.py)
 #   /etc/appliance/secrets/metrics/prometheus.token    the token of the hub service "prometheus"
 #       (role with read:metrics only); the Prometheus container installs a private copy
+#   /etc/appliance/secrets/metrics/cluster-ca.crt     the appliance's cluster CA (public)
 set -eu
 umask 077
 gen() { /opt/jupyterhub/bin/python -c 'import secrets; print(secrets.token_hex(32))'; }
@@ -21,6 +22,12 @@ if [ -d "$d" ]; then
 fi
 m=/etc/appliance/secrets/metrics
 [ -d "$m" ] && put "$m/prometheus.token" "$(gen)"
+# The cluster CA (public; made by appliance.init before the hooks) for Prometheus to verify the
+# hub's cluster-side TLS listener; refreshed when the CA changes.
+ca=${APPLIANCE_STATE_DIR:-/srv/appliance}/internal-tls/cluster-ca.crt
+if [ -d "$m" ] && [ -s "$ca" ] && ! cmp -s "$ca" "$m/cluster-ca.crt"; then
+  cp "$ca" "$m/cluster-ca.crt.tmp" && chmod 0644 "$m/cluster-ca.crt.tmp" && mv -f "$m/cluster-ca.crt.tmp" "$m/cluster-ca.crt"
+fi
 # Root only: the containers that use them read them as root and keep a private copy.
 chmod 0700 "$d" "$m" 2>/dev/null || true
 exit 0
