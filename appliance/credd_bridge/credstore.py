@@ -10,11 +10,15 @@ It must raise on failure; the message should name the problem, never the data.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Optional, Protocol
 
+from appliance.hub.scheduler.routehost import HostRefused, slot_host
 from appliance.names import USER_NAME_RE
+
+log = logging.getLogger(__name__)
 
 
 class CredStore(Protocol):
@@ -250,7 +254,13 @@ class HTCondorCredStore:
 
     def running_hosts(self, user: str) -> list[str]:
         """Execute hosts of ``user``'s running jobs that carry a Kerberos credential, from the
-        schedd next to the credd (``schedd_name``, default: the credd's own name)."""
+        schedd next to the credd (``schedd_name``, default: the credd's own name).
+
+        The host comes from the collector's slot ad that runs the job for ``user`` (published by
+        the startd), never from the job ad's ``RemoteHost``, which the job's owner can edit
+        (``condor_qedit``): the same record and checks as the hub's route host
+        (:func:`appliance.hub.scheduler.routehost.slot_host`). A job whose slot is not listed yet
+        or whose record is inconsistent is left out (the bridge retries missed hosts)."""
         if not USER_NAME_RE.match(user):
             raise ValueError("bad user name")
         mod = self._htcondor()
@@ -263,11 +273,19 @@ class HTCondorCredStore:
             mod.DaemonType.Schedd)
         jobs = mod.Schedd(ad).query(
             constraint=f'Owner == "{user}" && JobStatus == 2 && SendCredential =?= true',
-            projection=["RemoteHost"])
+            projection=["ClusterId", "ProcId"])
+        if not jobs:
+            return []
+        slots = coll.query(mod.AdTypes.Startd, constraint="JobId =!= undefined",
+                           projection=["Name", "Machine", "JobId", "GlobalJobId", "RemoteUser"])
         hosts = set()
         for job in jobs:
-            remote = str(job.get("RemoteHost") or "")
-            host = remote.split("@")[-1]
+            job_id = f"{job.get('ClusterId')}.{job.get('ProcId')}"
+            try:
+                host = slot_host(slots, job_id, user, str(ad.get("Name") or name or ""))
+            except HostRefused as e:
+                log.warning("not pushing to the node of job %s of %s: %s", job_id, user, e)
+                continue
             if host:
                 hosts.add(host)
         return sorted(hosts)

@@ -234,6 +234,19 @@ def test_security_headers_on_hub_pages(site):
     assert r.headers["X-Content-Type-Options"].count("nosniff") == 1, "header sent twice"
 
 
+def test_only_static_assets_are_compressed(site):
+    """Issue 16: static files are gzipped for slow links; HTML pages and API answers never are
+    (BREACH: they carry the XSRF token next to reflected input)."""
+    s = requests_session()
+    gz = {"Accept-Encoding": "gzip"}
+    css = s.get(f"{SITE_URL}/hub/static/css/style.min.css", headers=gz, timeout=10)
+    assert css.status_code == 200 and css.headers.get("Content-Encoding") == "gzip"
+    assert "Accept-Encoding" in css.headers.get("Vary", "")
+    for path in ("/hub/login", "/hub/api/", "/hub/login?next=%2Fhub%2F" + "x" * 2000):
+        r = s.get(f"{SITE_URL}{path}", headers=gz, timeout=10, allow_redirects=False)
+        assert "Content-Encoding" not in r.headers, (path, r.headers)
+
+
 def test_user_server_keeps_jupyterlabs_own_policy_and_takes_big_uploads(client_for):
     alice = client_for("alice")
     r = alice.spawn({"backend": "htcondor"})
@@ -255,6 +268,15 @@ def test_user_server_keeps_jupyterlabs_own_policy_and_takes_big_uploads(client_f
                         "http://127.0.0.1:8000/user/alice/lab",
                         urlparse(alice.user_url()).netloc, input=alice.token).stdout.strip()
         assert own not in ("", "None") and h.get("Content-Security-Policy") == own, (own, h)
+        # Compression (issue 16): JupyterLab's versioned static files yes, its page and API no.
+        assert "Content-Encoding" not in h
+        assert "Content-Encoding" not in alice.user_api("GET", "/api/status").headers
+        import re
+        asset = re.search(r'src="(/user/alice/static/[^"]+\.js[^"]*)"', lab.text)
+        assert asset, lab.text[:2000]
+        js = alice.s.get(urlparse(alice.user_url())._replace(path="").geturl() + asset.group(1),
+                         headers={"Authorization": f"token {alice.token}"}, timeout=30)
+        assert js.status_code == 200 and js.headers.get("Content-Encoding") == "gzip", js.headers
         # An upload of 3 MB through the contents API goes through ...
         import base64
         body = {"type": "file", "format": "base64",

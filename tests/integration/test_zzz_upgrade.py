@@ -11,6 +11,8 @@ taken over by the image under test, with sessions running.
    appliance's `database prepare` ran JupyterHub's upgrade); the secrets, the demo CA and the
    users' API tokens are the same; both sessions answer through their routes with their variables,
    on the same jobs; the new hub stops them (the spawner state the previous image wrote is read).
+5. The previous release's servers know only the cluster side's plain port 8081: the new hub's start
+   kept it open for them; once they are gone, the next hub start closes it.
 
 It replaces the appliance, so it runs last of all (marker ``replaces_appliance``, tests/conftest.py),
 after the secret scan; the site is left running the image under test on the upgraded state.
@@ -154,3 +156,14 @@ def test_state_written_by_the_previous_release_is_taken_over_with_sessions_runni
     assert all(holds.values()), f"sessions lost in the upgrade: {holds}"
     assert known == jobs, f"the upgraded hub lost track of the jobs: {known} != {jobs}"
     assert left == {"bench81": [], "bench82": []}, f"jobs left after stop: {left}"
+
+    # 5. The cluster side's plain port was kept for the previous release's servers (they know only
+    #    http://appliance:8081); with them gone, the next hub start closes it (docs/security.md).
+    from tests.integration.test_isolation import cluster_get
+    logs = podman("logs", container("appliance"), check=False)
+    assert "2 server(s) of an earlier release on plain HTTP" in logs.stdout + logs.stderr
+    site_exec("appliance", "supervisorctl", "-c", "/etc/supervisor/appliance.conf", "restart",
+              "jupyterhub", timeout=120)
+    wait_for("the restarted hub", hub_healthy, timeout=120, interval=1)
+    wait_for("the plain port closed (nginx reloaded)", lambda: cluster_get(
+        "kdc", "http://appliance.mini.test:8081/hub/api/") == "refused", timeout=20, interval=1)

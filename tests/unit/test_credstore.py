@@ -55,11 +55,16 @@ class Pool:
         Credd = "Credd"
         Schedd = "Schedd"
 
+    class AdTypes:
+        Startd = "Startd"
+
     def __init__(self):
         self.param = {"UID_DOMAIN": "mini.test", "CREDD_HOST": "lane.mini.test"}
         self.nodes = {n: Node(n) for n in ("lane.mini.test", "exec1.mini.test", "exec2.mini.test")}
         self.advertised = set(self.nodes)
-        self.job_hosts: list[str] = []
+        self.job_hosts: list[str] = []  # slot names of the user's running jobs 1.0, 2.0, ...
+        self.job_owner = "alice"
+        self.remote_host = None  # what the job ads' RemoteHost say (the owner may edit it)
         pool = self
 
         class Collector:
@@ -73,6 +78,14 @@ class Pool:
 
             def locateAll(self, dtype):
                 return [{"Name": n, "MyAddress": f"<{n}>"} for n in sorted(pool.advertised)]
+
+            def query(self, adtype, constraint, projection):
+                # the startds' slot ads: the record the hub and the bridge read the host from
+                assert adtype == Pool.AdTypes.Startd
+                return [{"Name": h, "Machine": h.split("@")[1], "JobId": f"{i + 1}.0",
+                         "GlobalJobId": f"lane.mini.test#{i + 1}.0#1700000000",
+                         "RemoteUser": f"{pool.job_owner}@mini.test"}
+                        for i, h in enumerate(pool.job_hosts)]
 
         class Credd:
             def __init__(self, ad=None):
@@ -92,7 +105,9 @@ class Pool:
                 pass
 
             def query(self, constraint, projection):
-                return [{"RemoteHost": h} for h in pool.job_hosts]
+                return [{"ClusterId": i + 1, "ProcId": 0,
+                         "RemoteHost": pool.remote_host or h}
+                        for i, h in enumerate(pool.job_hosts)]
 
         self.Collector, self.Credd, self.Schedd = Collector, Credd, Schedd
 
@@ -105,6 +120,25 @@ def test_push_reaches_the_nodes_own_credd():
     assert (done, errors) == (["exec1.mini.test"], {})
     assert pool.nodes["exec1.mini.test"].cred["alice@mini.test"] == b"new"
     assert pool.nodes["lane.mini.test"].adds == []
+
+
+def test_push_follows_the_slot_not_the_editable_job_ad():
+    """The job's owner can condor_qedit RemoteHost; the bridge reads the startd's slot ad."""
+    pool = Pool()
+    pool.job_hosts = ["slot1_1@exec1.mini.test"]
+    pool.remote_host = "slot1_1@exec2.mini.test"  # edited by the owner
+    s = HTCondorCredStore("lane.mini.test", module=pool, poll=0.01)
+    assert s.push_running("alice", b"new") == (["exec1.mini.test"], {})
+    assert pool.nodes["exec2.mini.test"].adds == []
+
+
+def test_a_slot_running_the_job_for_someone_else_gets_nothing():
+    pool = Pool()
+    pool.job_hosts = ["slot1_1@exec1.mini.test"]
+    pool.job_owner = "mallory"
+    s = HTCondorCredStore("lane.mini.test", module=pool, poll=0.01)
+    assert s.push_running("alice", b"new") == ([], {})
+    assert pool.nodes["exec1.mini.test"].adds == []
 
 
 def test_push_to_a_node_whose_credd_the_collector_does_not_list_is_an_error_not_the_lane():
