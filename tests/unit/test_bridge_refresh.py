@@ -161,6 +161,9 @@ class FakeHTCondor:
         Credd = "Credd"
         Schedd = "Schedd"
 
+    class AdTypes:
+        Startd = "Startd"
+
     def __init__(self, lag=0.2, old_mtime=None):
         self.adds = []
         self.queries = 0
@@ -181,6 +184,11 @@ class FakeHTCondor:
             def locateAll(self, dtype):
                 world.located += 1
                 return [{"Name": n} for n in world.credds]
+
+            def query(self, adtype, constraint, projection):  # slot ads of the running jobs
+                return [{"Name": h, "Machine": h.split("@")[1], "JobId": f"{i + 1}.0",
+                         "GlobalJobId": f"lane.mini.test#{i + 1}.0#1", "RemoteUser":
+                         "alice@mini.test"} for i, h in enumerate(getattr(world, "job_hosts", []))]
 
         self.Collector = Collector
         self.Credd = lambda ad=None: FakeCredd(world)
@@ -292,7 +300,7 @@ class FakeSchedd:
 
     def query(self, constraint, projection):
         self.w.constraints.append(constraint)
-        return [{"RemoteHost": h} for h in self.w.job_hosts]
+        return [{"ClusterId": i + 1, "ProcId": 0} for i in range(len(self.w.job_hosts))]
 
 
 def test_credstore_push_running_stores_on_each_job_node():
