@@ -23,7 +23,8 @@ import pytest
 import requests
 
 from appliance.hub.availability_api import load_schema
-from tests.conftest import SITE_URL, HubClient, ca_bundle, site_exec, wait_for
+from tests.conftest import (SITE_URL, HubClient, ca_bundle, container, podman, site_exec,
+                            wait_for)
 
 pytestmark = pytest.mark.minisite
 
@@ -247,3 +248,33 @@ def test_fifty_simultaneous_requests_cost_one_query_per_interval(client_for, art
             assert d.get(f"refreshes:{backend}", 0) <= math.ceil(took / INTERVAL) + 1, d
     (artifacts / "availability-cost.json").write_text(json.dumps(figures, indent=1))
     print(json.dumps(figures, indent=1))
+
+
+def test_a_scheduler_that_cannot_be_queried_is_named_and_spawning_still_works(client_for):
+    """slurmctld paused: the hub's Slurm commands time out (SlurmScheduler.command_timeout);
+    the answer says so with the age of the last numbers, HTCondor's part stays live and an
+    HTCondor notebook starts."""
+    alice = client_for("alice")
+    if "" in alice.user_model().get("servers", {}):
+        alice.stop()
+    _fresh(alice, "slurm", time.time())
+    podman("pause", container("slurmctld"))
+    try:
+        def slurm_down():
+            b = next(b for b in _get(alice)["backends"] if b["backend"] == "slurm")
+            return b if not b["ok"] else None
+
+        down = wait_for("the answer to say Slurm cannot be queried", slurm_down,
+                        timeout=INTERVAL + 30 + 20, interval=2)
+        assert down["error"]  # the command's own words (Slurm's or the hub's timeout)
+        # the last numbers stay, with their age
+        assert down["fetched_at"] and down["age_seconds"] >= INTERVAL and down["pools"]
+        data = _get(alice)
+        assert next(b for b in data["backends"] if b["backend"] == "htcondor")["ok"]
+        r = alice.spawn({"backend": "htcondor", "cpus": 1, "memory_gb": 1})
+        assert r.status_code in (201, 202), r.text
+        alice.wait_ready()
+    finally:
+        podman("unpause", container("slurmctld"))
+        alice.stop()
+    _fresh(alice, "slurm", time.time())

@@ -99,7 +99,7 @@ def test_shared_partition_counts_jobs_per_core():
     assert pools(ALICE, A.Size(8, 2048))["partition:jhub"]["fits_now"] == (40 * 8 - 3) // 8
     assert jhub["expected_start"]["estimate"] == "now"
     assert jhub["expected_start"]["at"] == NOW
-    assert "1 job(s) pending in partition jhub" in jhub["expected_start"]["text"]
+    assert jhub["expected_start"]["text"] == "now (1 job pending here may start first)"
 
 
 def test_exclusive_partition_needs_an_idle_node_and_estimates_from_time_limits():

@@ -110,10 +110,10 @@ def condor_lane(ads: Iterable[Any], size: Size, disk_mb: int, now: float) -> dic
         fits += int(n)
         if mem > best_mem:
             best_mem, best_node = mem, node
-    start = (_start(now, "now", f"now: {fits} notebook(s) of this size fit") if fits else
+    start = (_start(now, "now", "now") if fits else
              _start(None, "unknown", "when a notebook ends (HTCondor gives no estimate)"))
     return {
-        "kind": "lane", "name": "lane", "label": "HTCondor notebook lane",
+        "kind": "lane", "name": "lane", "label": "notebook lane",
         "nodes": len(per_node), "usable_nodes": len(per_node),
         "idle_nodes": sum(1 for v in per_node.values() if not v["busy"]),
         "free_cores": free_cores, "total_cores": total_cores,
@@ -246,13 +246,14 @@ def _pool(v: SlurmView, p: Partition, nodes: list[str], size: Size, now: float,
             best_mem, best_node = mem, name_
         fits += _fits_on(v, p, name_, size, running[name_])
     pending = sum(1 for j in v.jobs if j.state == "PENDING" and j.partition == p.name)
-    ahead = f"; {pending} job(s) pending in partition {p.name} may start first" if pending else ""
+    ahead = f" ({pending} job{'s' if pending != 1 else ''} pending here may start first)" \
+        if pending else ""
     if fits:
-        start = _start(now, "now", f"now: {fits} job(s) of this size fit{ahead}")
+        start = _start(now, "now", "now" + ahead)
     else:
         start = _earliest(v, p, nodes, size, running, ahead)
     return {
-        "kind": kind, "name": name, "label": f"Slurm {kind} {name}",
+        "kind": kind, "name": name, "label": f"{kind} {name}",
         "nodes": len(p.nodes) if kind == "partition" else len(nodes),
         "usable_nodes": len(nodes), "idle_nodes": idle,
         "free_cores": free_cores, "total_cores": sum(v.cluster.nodes[n].cpus for n in nodes),

@@ -1,0 +1,110 @@
+"""The spawn page's "Available now" panel in Debian chromium: rendered by the server (JavaScript
+off too), its numbers those of GET /hub/api/batch/availability, refreshed every few seconds with
+the data's age counting, and asking again for the size the form shows. Screenshot:
+docs/img/spawn-availability.png (and tests/artifacts/)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.browser.test_browser_spawn import _advanced, _login, _stop
+
+pytestmark = [pytest.mark.minisite, pytest.mark.browser]
+
+DOCS_IMG = __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "img"
+
+
+def _cells(page) -> dict[str, dict[str, str]]:
+    """{pool: {field: text}} of the panel as shown."""
+    return page.evaluate("""() => {
+      const out = {};
+      document.querySelectorAll('#availability tr[data-pool]').forEach(tr => {
+        const row = {};
+        tr.querySelectorAll('td[data-field]').forEach(td => { row[td.dataset.field] = td.textContent.trim(); });
+        out[tr.closest('[data-backend]').dataset.backend + '/' + tr.dataset.pool] = row;
+      });
+      return out;
+    }""")
+
+
+def _expected(answer: dict) -> dict[str, dict[str, str]]:
+    out = {}
+    for b in answer["backends"]:
+        for p in b["pools"]:
+            out[f"{b['backend']}/{p['kind']}:{p['name']}"] = {
+                "fits_now": str(p["fits_now"]),
+                "idle_nodes": f"{p['idle_nodes']} of {p['nodes']}",
+                "free_cores": f"{p['free_cores']} of {p['total_cores']}",
+                "largest_free_memory_mb": f"{p['largest_free_memory_mb'] / 1024:.1f} GiB",
+            }
+    return out
+
+
+def _numbers(cells: dict) -> dict:
+    keep = ("fits_now", "idle_nodes", "free_cores", "largest_free_memory_mb")
+    return {k: {f: v[f] for f in keep} for k, v in cells.items()}
+
+
+def test_panel_matches_the_endpoint_refreshes_and_ages(browser, site, users, artifacts):
+    user = "bob"
+    _stop(site, users, user)
+    ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    try:
+        _login(page, site, user, users[user]["password"])
+        panel = page.locator("#availability")
+        assert panel.locator("[data-backend=htcondor] tr[data-pool='lane:lane']").count() == 1
+        assert panel.locator("[data-backend=slurm] tr[data-pool='partition:upex']").count() == 1
+        # the page's own refresh: the DOM then shows exactly that answer
+        with page.expect_response(lambda r: "/hub/api/batch/availability" in r.url,
+                                  timeout=20000) as resp:
+            pass
+        answer = resp.value.json()
+        page.wait_for_function("n => +document.getElementById('availability').dataset.updates >= n",
+                               arg=1, timeout=10000)
+        assert _numbers(_cells(page)) == _expected(answer)
+        # the age counts up between refreshes
+        age = page.locator("#availability-status-htcondor .availability-age")
+        first = int(age.inner_text())
+        page.wait_for_function(
+            "a => +document.querySelector('#availability-status-htcondor .availability-age')"
+            ".textContent !== a", arg=first, timeout=10000)
+        assert "s ago; refreshed every 5 s." in page.inner_text("#availability-status-htcondor")
+        # another size: asked again at once, for that size
+        _advanced(page)
+        with page.expect_response(lambda r: "/hub/api/batch/availability" in r.url
+                                  and "cpus=4" in r.url, timeout=20000) as resp:
+            page.fill("#cpus", "4")
+            page.dispatch_event("#cpus", "change")
+        answer = resp.value.json()
+        assert answer["request"]["cpus"] == 4
+        page.wait_for_function("() => document.getElementById('availability-size')"
+                               ".textContent.startsWith('for 4 CPUs')", timeout=10000)
+        assert _numbers(_cells(page)) == _expected(answer)
+        path = artifacts / "spawn-availability.png"
+        panel.screenshot(path=str(path))
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, DOCS_IMG / "spawn-availability.png")
+    finally:
+        ctx.close()
+
+
+def test_panel_without_javascript(browser, site, users):
+    user = "carol"
+    _stop(site, users, user)
+    ctx = browser.new_context(ignore_https_errors=True, java_script_enabled=False,
+                              viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    try:
+        _login(page, site, user, users[user]["password"])
+        rows = page.locator("#availability tr[data-pool]")
+        pools = [rows.nth(i).get_attribute("data-pool") for i in range(rows.count())]
+        assert pools == ["lane:lane", "partition:jhub", "partition:all", "partition:maxwell",
+                         "reservation:belle2"]
+        for backend in ("htcondor", "slurm"):
+            assert "s ago; refreshed every 5 s." in page.inner_text(
+                f"#availability-status-{backend}")
+    finally:
+        ctx.close()
