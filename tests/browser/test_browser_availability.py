@@ -108,3 +108,46 @@ def test_panel_without_javascript(browser, site, users):
                 f"#availability-status-{backend}")
     finally:
         ctx.close()
+
+
+def test_spawn_page_load_time(browser, site, users, artifacts):
+    """Figures for docs/admin.md: the spawn page's time in the hub (its log) and in the browser
+    (Navigation Timing), median of 10 loads with the availability view warm."""
+    import json
+    import re
+    import statistics
+
+    from tests.conftest import container, podman
+
+    user = "alice"
+    _stop(site, users, user)
+    ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    try:
+        _login(page, site, user, users[user]["password"])
+        since = podman("exec", container("appliance"), "date", "+%s").stdout.strip()
+        timings = []
+        for _ in range(10):
+            page.goto(f"{site}/hub/spawn", wait_until="load")
+            timings.append(page.evaluate("""() => {
+              const n = performance.getEntriesByType('navigation')[0];
+              return {ttfb: n.responseStart - n.requestStart, dom: n.domContentLoadedEventEnd,
+                      load: n.loadEventEnd || performance.now()};
+            }"""))
+        logs = podman("logs", "--since", since, container("appliance")).stdout + \
+            podman("logs", "--since", since, container("appliance")).stderr
+        hub_ms = [float(m) for m in re.findall(
+            rf"200 GET /hub/spawn \({user}@[^)]*\) ([0-9.]+)ms", logs)]
+        figures = {
+            "loads": len(timings),
+            "hub_ms_median": statistics.median(hub_ms) if hub_ms else None,
+            "ttfb_ms_median": round(statistics.median(t["ttfb"] for t in timings), 1),
+            "dom_content_loaded_ms_median": round(statistics.median(t["dom"] for t in timings), 1),
+            "load_ms_median": round(statistics.median(t["load"] for t in timings), 1),
+        }
+        (artifacts / "spawn-page-timing.json").write_text(json.dumps(figures, indent=1))
+        print(json.dumps(figures))
+        assert len(hub_ms) >= 10, logs[-2000:]
+        assert figures["load_ms_median"] < 10000
+    finally:
+        ctx.close()
