@@ -81,7 +81,7 @@ def test_the_notebook_partition_comes_first():
 def test_a_node_reserved_for_others_does_not_count():
     jhub = pools(ALICE)["partition:jhub"]
     assert (jhub["nodes"], jhub["usable_nodes"]) == (2, 1)  # node2 is belle2's
-    assert jhub["free_cores"] == 8 - 3 and jhub["total_cores"] == 8
+    assert jhub["free_cores"] == 8 - 3 and jhub["total_cores"] == 16  # of both nodes
     assert jhub["largest_free_node"] == "node1"
 
 

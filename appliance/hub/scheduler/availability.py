@@ -226,7 +226,9 @@ def _fits_on(v: SlurmView, p: Partition, node: str, size: Size,
 
 
 def _pool(v: SlurmView, p: Partition, nodes: list[str], size: Size, now: float,
-          kind: str, name: str) -> dict:
+          kind: str, name: str, configured: list[str]) -> dict:
+    """One partition's or reservation's numbers: ``nodes`` those a job of the caller could start
+    on now, ``configured`` all of its nodes (the "of" of the counts)."""
     exclusive = _shared(p) == 0
     running = {n: sorted((j for j in v.jobs if j.state == "RUNNING" and n in j.nodes),
                          key=lambda j: j.end or math.inf) for n in nodes}
@@ -254,9 +256,9 @@ def _pool(v: SlurmView, p: Partition, nodes: list[str], size: Size, now: float,
         start = _earliest(v, p, nodes, size, running, ahead)
     return {
         "kind": kind, "name": name, "label": f"{kind} {name}",
-        "nodes": len(p.nodes) if kind == "partition" else len(nodes),
-        "usable_nodes": len(nodes), "idle_nodes": idle,
-        "free_cores": free_cores, "total_cores": sum(v.cluster.nodes[n].cpus for n in nodes),
+        "nodes": len(configured), "usable_nodes": len(nodes), "idle_nodes": idle,
+        "free_cores": free_cores,
+        "total_cores": sum(v.cluster.nodes[n].cpus for n in configured if n in v.cluster.nodes),
         "free_gpus": sum(gpus.values()), "free_gpus_by_type": gpus,
         "largest_free_memory_mb": best_mem, "largest_free_node": best_node,
         "notebooks_running": None, "pending_jobs": pending,
@@ -303,7 +305,7 @@ def slurm_pools(v: SlurmView, who: Identity, now: float, size: Size,
         p = c.partitions[pname]
         problems = node_problems(c, p, who, now)
         nodes = [n for n, why in problems.items() if not why and n in c.nodes]
-        out.append(_pool(v, p, nodes, size, now, "partition", pname))
+        out.append(_pool(v, p, nodes, size, now, "partition", pname, p.nodes))
     mine = set(may_use(c, who, hosts))
     for r in sorted(c.reservations.values(), key=lambda r: r.name):
         if r.end <= now or "MAINT" in r.flags or not reservation_access(r, who):
@@ -316,7 +318,8 @@ def slurm_pools(v: SlurmView, who: Identity, now: float, size: Size,
         p = c.partitions[parts[0]]
         problems = node_problems(c, p, who, now, reservation=r.name) if r.active(now) else {}
         nodes = [n for n, why in problems.items() if not why and n in c.nodes]
-        pool = _pool(v, p, nodes, size, now, "reservation", r.name)
+        pool = _pool(v, p, nodes, size, now, "reservation", r.name,
+                     [n for n in r.nodes if n in p.nodes])
         pool.update(partition=p.name, partitions=parts, starts_at=r.start,
                     ends_at=r.end if r.end != math.inf else None)
         if not r.active(now):
