@@ -151,3 +151,37 @@ def test_spawn_page_load_time(browser, site, users, artifacts):
         assert figures["load_ms_median"] < 10000
     finally:
         ctx.close()
+
+
+def test_panel_says_when_slurm_cannot_be_queried(browser, site, users, artifacts):
+    """slurmctld paused while the page is open: the next refreshes say SLURM could not be
+    queried and keep the last numbers with their age; HTCondor's part stays live.
+    Screenshot: docs/img/spawn-availability-down.png."""
+    from tests.conftest import container, podman
+
+    user = "alice"
+    _stop(site, users, user)
+    ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    try:
+        _login(page, site, user, users[user]["password"])
+        assert page.get_attribute("[data-backend=slurm]", "data-ok") == "true"
+        podman("pause", container("slurmctld"))
+        try:
+            # Slurm's client gives up after its message timeout (~20 s), the hub's after 30 s
+            page.wait_for_selector("[data-backend=slurm][data-ok=false]", timeout=70000)
+            status = page.inner_text("#availability-status-slurm")
+            assert "SLURM could not be queried" in status
+            assert "You can still start a notebook." in status
+            assert "The numbers below are from an earlier answer." in status
+            assert page.locator("[data-backend=slurm] tr[data-pool='partition:jhub']").count() == 1
+            assert page.get_attribute("[data-backend=htcondor]", "data-ok") == "true"
+            path = artifacts / "spawn-availability-down.png"
+            page.locator("#availability").screenshot(path=str(path))
+            DOCS_IMG.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, DOCS_IMG / "spawn-availability-down.png")
+        finally:
+            podman("unpause", container("slurmctld"))
+        page.wait_for_selector("[data-backend=slurm][data-ok=true]", timeout=30000)
+    finally:
+        ctx.close()
