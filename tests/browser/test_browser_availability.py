@@ -185,3 +185,45 @@ def test_panel_says_when_slurm_cannot_be_queried(browser, site, users, artifacts
         page.wait_for_selector("[data-backend=slurm][data-ok=true]", timeout=30000)
     finally:
         ctx.close()
+
+
+def test_page_numbers_follow_the_scheduler_when_a_notebook_starts(browser, site, users):
+    """bob's open page: alice's HTCondor notebook starts -> the lane's row shows one notebook
+    core less, as condor_status says."""
+    from tests.browser.test_browser_axe import _client
+    from tests.conftest import site_exec
+
+    def lane_free() -> int:
+        out = site_exec("condor-lane", "condor_status", "-const", "NotebookSlot =?= true",
+                        "-af", "SlotType", "Cpus").stdout.split("\n")
+        return sum(int(r.split()[1]) for r in out if r.startswith("Partitionable"))
+
+    def shown(page) -> int:
+        text = page.inner_text("[data-backend=htcondor] tr[data-pool='lane:lane'] "
+                               "td[data-field=free_cores]")
+        return int(text.split()[0])
+
+    for u in ("alice", "bob"):
+        _stop(site, users, u)
+    alice = _client(site, users, "alice")
+    ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    try:
+        _login(page, site, "bob", users["bob"]["password"])
+        before = lane_free()
+        page.wait_for_function(
+            "n => +document.querySelector(\"[data-backend=htcondor] tr[data-pool='lane:lane'] "
+            "td[data-field=free_cores]\").textContent.split(' ')[0] === n", arg=before,
+            timeout=20000)
+        r = alice.spawn({"backend": "htcondor", "cpus": 1, "memory_gb": 1})
+        assert r.status_code in (201, 202), r.text
+        alice.wait_ready()
+        assert lane_free() == before - 1
+        page.wait_for_function(
+            "n => +document.querySelector(\"[data-backend=htcondor] tr[data-pool='lane:lane'] "
+            "td[data-field=free_cores]\").textContent.split(' ')[0] === n", arg=before - 1,
+            timeout=20000)
+        assert shown(page) == lane_free()
+    finally:
+        ctx.close()
+        alice.stop()
