@@ -31,6 +31,19 @@ if [ ! -x "$VENV/bin/pytest" ] || [ "$(cat "$VENV/.req-sha" 2>/dev/null)" != "$r
   "$VENV/bin/pip" install -q -r requirements-test.txt
   echo "$req_sha" > "$VENV/.req-sha"
 fi
+# axe-core (npm, MPL-2.0) for the browser tests' accessibility checks (tests/browser/axe.py),
+# into build/npm (git-ignored): pinned, installed once, never loaded by the appliance itself.
+AXE_VERSION=4.14.1
+AXE_DIR=${AXE_DIR:-$PWD/build/npm}
+if [ "$(cat "$AXE_DIR/.axe-version" 2>/dev/null)" != "$AXE_VERSION" ] \
+   || [ ! -f "$AXE_DIR/node_modules/axe-core/axe.min.js" ]; then
+  if ! command -v npm >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm
+  fi
+  mkdir -p "$AXE_DIR"
+  npm install --prefix "$AXE_DIR" --no-audit --no-fund --no-save --silent "axe-core@$AXE_VERSION"
+  echo "$AXE_VERSION" > "$AXE_DIR/.axe-version"
+fi
 # The Debian mirror the host itself uses (a site with a local mirror or proxy works as is): the
 # repository apt fetches the host's own release from, main component, from apt's configuration
 # (sources.list and deb822 .sources alike). DEBIAN_MIRROR overrides it.

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from dataclasses import MISSING, fields
 from typing import Any, Iterable, Optional
 
@@ -222,7 +223,9 @@ def _environment(template_paths: tuple[str, ...]) -> Environment:
         PrefixLoader({"appliance": FileSystemLoader(PACKAGE_TEMPLATES)}),
         FileSystemLoader(PACKAGE_TEMPLATES),
     ])
-    return Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["utc"] = lambda ts: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    return env
 
 
 def render_form(context: dict[str, Any], template_paths: Iterable[str] = ()) -> str:

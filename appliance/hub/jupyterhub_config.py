@@ -9,6 +9,7 @@ import socket
 
 import appliance.hub as _hub_pkg
 from appliance import internaltls, publicorigin
+from appliance.hub.availability_api import availability_handlers
 from appliance.hub.handlers import default_handlers
 from appliance.hub.session_api import session_handlers
 from appliance.hub.spawner import BatchSpawner
@@ -56,7 +57,8 @@ c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
 # JupyterHub's own pass over every user's activity (it re-checks the routes too).
 c.JupyterHub.last_activity_interval = 30
-c.JupyterHub.extra_handlers = list(default_handlers) + list(session_handlers)
+c.JupyterHub.extra_handlers = (list(default_handlers) + list(session_handlers)
+                               + list(availability_handlers))
 c.JupyterHub.allow_named_servers = False
 c.JupyterHub.template_vars = {"appliance": True}
 # The home page adds the user's Kerberos credential state (templates/home.html extends the stock

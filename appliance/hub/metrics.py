@@ -93,6 +93,11 @@ class ApplianceMetrics:
         self.query_errors = Counter(
             "appliance_scheduler_query_errors",
             "Failed scheduler queries, by query.", ["backend", "query"], **kw)
+        self.availability_refreshes = Counter(
+            "appliance_availability_refreshes",
+            "Refreshes of a backend's shared availability view (each is one round of scheduler "
+            "queries, at most one per Availability.refresh_seconds), by result.",
+            ["backend", "result"], **kw)
         self.bridge_requests = Histogram(
             "appliance_bridge_request_duration_seconds",
             "Hub requests to the credential bridge (store at login, refresh before a spawn), by "
@@ -205,6 +210,12 @@ def observe_query(backend: str, query: str, seconds: float, ok: bool = True,
     m.query_duration.labels(b, q, "ok" if ok else "error").observe(seconds)
     if not ok:
         m.query_errors.labels(b, q).inc()
+
+
+def record_availability_refresh(backend: str, ok: bool = True,
+                                metrics: Optional[ApplianceMetrics] = None) -> None:
+    m = metrics or METRICS
+    m.availability_refreshes.labels(code(backend), "ok" if ok else "error").inc()
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from traitlets.utils.importstring import import_item
 
 from ..options import OptionsError
 from . import metrics
+from .availability import Availability
 from .scheduler.base import Scheduler
 from .scheduler.watcher import JobWatcher
 
@@ -34,6 +35,7 @@ class Registry:
         self.log = log or logging.getLogger(__name__)
         self._schedulers: dict[str, Scheduler] = {}
         self._watchers: dict[str, JobWatcher] = {}
+        self._availability: Optional[Availability] = None
 
     def scheduler(self, name: str) -> Scheduler:
         """The backend's scheduler; ``OptionsError`` (field ``backend``) if it is not enabled."""
@@ -56,6 +58,12 @@ class Registry:
                 on_query=lambda seconds, ok: metrics.observe_query(name, "status", seconds, ok))
         watcher.start()
         return watcher
+
+    def availability(self) -> Availability:
+        """The hub's shared availability views (``appliance.hub.availability``)."""
+        if self._availability is None:
+            self._availability = Availability(self, config=self.config, log=self.log)
+        return self._availability
 
     def watchers(self) -> dict[str, JobWatcher]:
         """The watchers started so far, by backend (for the metrics collectors)."""

@@ -34,6 +34,7 @@ from traitlets import Dict, Float, Instance, Integer, List, TraitError, Tuple, U
 
 from ..options import DEFAULT_RESERVED_ENV, Bounds, OptionsError, UserOptions, validate_options
 from . import metrics
+from .availability import form_availability
 from .bridge import CredentialBridge, CredentialUnavailable
 from .form import (PresetError, check_presets, form_context, form_values, matching_preset,
                    options_from_form, render_form, summary)
@@ -349,7 +350,9 @@ class BatchSpawner(SessionEndings, Spawner):
                 spawner.log.warning("Slurm resources unavailable: %s", e)
                 slurm = {"error": str(e)}
         template_paths = spawner.user.settings.get("template_path") or ()
-        return render_form(spawner._form_context(bounds, slurm), template_paths)
+        context = spawner._form_context(bounds, slurm)
+        context["availability"] = await form_availability(spawner, context["values"])
+        return render_form(context, template_paths)
 
     def _form_context(self, bounds: Bounds, slurm: Optional[dict]) -> dict:
         """What the form shows: a refused attempt (its values, the message next to the field),

@@ -90,7 +90,8 @@ def test_hub_config_loads_the_site_file(monkeypatch, tmp_path):
     assert (templates / "spawn_form.html").is_file()
     assert [h[0] for h in c.JupyterHub.extra_handlers] == [
         "/api/batch/port", "/api/batch/options-schema", "/api/batch/credential",
-        "/api/batch/session", "/api/batch/session/extend", "/api/batch/cull"]
+        "/api/batch/session", "/api/batch/session/extend", "/api/batch/cull",
+        "/api/batch/availability", "/api/batch/availability/schema"]
     # no idle limit set: no culler service
     assert not any(s.get("name") == "idle-culler" for s in c.JupyterHub.services)
 

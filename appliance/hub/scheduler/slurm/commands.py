@@ -20,10 +20,12 @@ from ... import metrics
 ALREADY_GONE_RE = re.compile(r"Invalid job id|already completing or completed", re.I)
 
 
-async def run(argv: list[str], *, slurm_conf: Optional[str] = None, timeout: float = 30.0) -> str:
-    """Run one command, return its stdout; RuntimeError with its stderr on failure or timeout."""
+async def run(argv: list[str], *, slurm_conf: Optional[str] = None, timeout: float = 30.0,
+              query: Optional[str] = None) -> str:
+    """Run one command, return its stdout; RuntimeError with its stderr on failure or timeout.
+    ``query``: its label in the query metrics (default: the command's name)."""
     name = os.path.basename(argv[0])
-    with metrics.time_query("slurm", name):
+    with metrics.time_query("slurm", query or name):
         return await _run(argv, name, slurm_conf, timeout)
 
 
@@ -53,6 +55,6 @@ def parse_json(text: str, name: str) -> dict:
 
 
 async def run_json(argv: list[str], *, slurm_conf: Optional[str] = None,
-                   timeout: float = 30.0) -> dict:
-    text = await run(argv, slurm_conf=slurm_conf, timeout=timeout)
+                   timeout: float = 30.0, query: Optional[str] = None) -> dict:
+    text = await run(argv, slurm_conf=slurm_conf, timeout=timeout, query=query)
     return parse_json(text, os.path.basename(argv[0]))
