@@ -34,6 +34,7 @@ from . import metrics
 from .bridge import CredentialBridge, CredentialUnavailable
 from .form import (PresetError, check_presets, form_context, form_values, matching_preset,
                    options_from_form, render_form, summary)
+from .form_limits import field_limits
 from .job import NotebookJob, SpawnError, Waits
 from .endings import SessionEndings
 from .outcomes import Outcome
@@ -328,10 +329,19 @@ class BatchSpawner(SessionEndings, Spawner):
             except Exception as e:  # the form must still render; the message tells why
                 spawner.log.warning("Slurm resources unavailable: %s", e)
                 slurm = {"error": str(e)}
+        lane_gpus = None
+        if "htcondor" in bounds.backends:
+            try:
+                lane = (await spawner.registry.scheduler("htcondor").capacity()).pool("lane")
+                lane_gpus = lane.max_gpus if lane is not None else None
+            except Exception as e:  # unknown: the form offers the bound, the server decides
+                spawner.log.warning("HTCondor lane capacity unavailable: %s", e)
         template_paths = spawner.user.settings.get("template_path") or ()
-        return render_form(spawner._form_context(bounds, slurm), template_paths)
+        limits = field_limits(bounds, lane_gpus, slurm)
+        return render_form(spawner._form_context(bounds, slurm, limits), template_paths)
 
-    def _form_context(self, bounds: Bounds, slurm: Optional[dict]) -> dict:
+    def _form_context(self, bounds: Bounds, slurm: Optional[dict],
+                      limits: Optional[dict] = None) -> dict:
         """What the form shows: a refused attempt (its values, the message next to the field),
         else the last accepted options, else the defaults with the first preset chosen."""
         presets = self._presets
@@ -350,12 +360,12 @@ class BatchSpawner(SessionEndings, Spawner):
             chosen = data.get("preset", [""])
             chosen = chosen[0] if isinstance(chosen, list) and chosen else str(chosen or "")
             errors = {err.field: err.message} if err is not None else {}
-            return form_context(bounds, slurm, presets, values, chosen, errors, last)
+            return form_context(bounds, slurm, presets, values, chosen, errors, last, limits)
         if last is not None:
             return form_context(bounds, slurm, presets, form_values(self.last_options, bounds),
                                 matching_preset(self.last_options, presets, bounds) or "",
-                                last=last)
-        return form_context(bounds, slurm, presets)
+                                last=last, limits=limits)
+        return form_context(bounds, slurm, presets, limits=limits)
 
     # ---------------------------------------------------------------- state
     def get_state(self):

@@ -103,7 +103,7 @@ def test_rendered_form_fields_ids_and_labels():
     assert f.options == {"interface": ["lab", "notebook"], "partition": ["", "jhub", "upex"],
                          "reservation": ["", "belle2"]}
     assert f.in_slurm == {"partition", "reservation", "constraint"}
-    assert f.scripts == 1  # the SLURM-only toggle
+    assert f.scripts == 3  # the SLURM-only toggle, the limits (JSON), the fields script
 
 
 def test_form_without_slurm_or_gpus():
@@ -152,4 +152,4 @@ def test_admin_template_can_extend_the_shipped_one(tmp_path):
     f = Fields(html)
     assert 'id="site-note"' in html and "env" not in f.controls
     assert f.labels["partition"] == "Queue" and f.options["partition"] == ["", "jhub", "upex"]
-    assert f.in_slurm == {"partition"} and f.scripts == 1
+    assert f.in_slurm == {"partition"} and f.scripts == 3
