@@ -35,6 +35,7 @@ from .bridge import CredentialBridge, CredentialUnavailable
 from .form import (PresetError, check_presets, form_context, form_values, matching_preset,
                    options_from_form, render_form, summary)
 from .form_limits import field_limits
+from .group_kernels import check_mapping, jupyter_path, kernel_dirs, unix_groups
 from .job import NotebookJob, SpawnError, Waits
 from .endings import SessionEndings
 from .outcomes import Outcome
@@ -92,6 +93,13 @@ class BatchSpawner(SessionEndings, Spawner):
         help="Runtime when the request names none and the backend has no better default "
         "(<= max_runtime_hours).",
     ).tag(config=True)
+    group_kernel_paths = Dict(
+        {}, help="Extra Jupyter data directories per Unix group, e.g. {'belle2': "
+        "['/cvmfs/belle.cern.ch/jupyter']}: added to JUPYTER_PATH in the notebook job of the "
+        "group's members (their kernelspecs, in <dir>/kernels/, appear in JupyterLab). "
+        "Membership: the hub host's group database. Absolute paths, as seen on the nodes "
+        "(docs/admin.md).",
+    ).tag(config=True)
     reserved_env = List(
         Unicode(), default_value=list(DEFAULT_RESERVED_ENV),
         help="Environment variable names (glob patterns) users may not set.",
@@ -147,6 +155,13 @@ class BatchSpawner(SessionEndings, Spawner):
     job_host = Unicode("")
     ccache = Unicode(None, allow_none=True)
     env_path = Unicode("")
+
+    @validate("group_kernel_paths")
+    def _check_group_kernel_paths(self, proposal):
+        try:
+            return check_mapping(proposal["value"])
+        except ValueError as e:
+            raise TraitError(f"BatchSpawner.group_kernel_paths: {e}") from None
 
     @validate("port_range")
     def _check_port_range(self, proposal):
@@ -438,6 +453,9 @@ class BatchSpawner(SessionEndings, Spawner):
         if opts is not None:
             env.update(opts.env)
             env["JUPYTERHUB_DEFAULT_URL"] = "/tree" if opts.interface == "notebook" else "/lab"
+        dirs = kernel_dirs(unix_groups(self.user.name), self.group_kernel_paths)
+        if dirs:
+            env["JUPYTER_PATH"] = jupyter_path(dirs, env.get("JUPYTER_PATH", ""))
         if self._runtime_seconds:
             # the launcher turns it into JOB_END_TIME (+ a file) when the job starts
             env["APPLIANCE_RUNTIME_SECONDS"] = str(int(self._runtime_seconds))
