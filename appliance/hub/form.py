@@ -27,6 +27,7 @@ from typing import Any, Iterable, Optional
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
 
+from ..constraint_schema import SCHEMA as CONSTRAINT_SCHEMA
 from ..options import SLURM_ONLY_FIELDS, Bounds, OptionsError, UserOptions, validate_options
 from .form_limits import field_limits, gpu_places
 
@@ -205,6 +206,7 @@ def form_context(bounds: Bounds, slurm: Optional[dict] = None, presets: Iterable
             "features": features,
             "feature_example": "&".join(features[:2]) or "epyc",
             "error": slurm.get("error"),
+            "constraint_schema": CONSTRAINT_SCHEMA,
         }
     cards = [p for p in presets if _offered(p, context["slurm"])]
     if chosen is None:

@@ -100,3 +100,54 @@ def test_without_javascript_the_server_refuses_gpus_where_none_exist(browser, si
         page.wait_for_selector("#gpus-error", timeout=30000)
         assert "no node of partition jhub has 1 GPU" in page.inner_text("#gpus-error")
         assert page.get_attribute("#gpus", "aria-invalid") == "true"
+
+
+def _constraint_state(page) -> tuple[bool, str]:
+    valid = page.evaluate("document.getElementById('constraint').validity.valid")
+    assert page.get_attribute("#constraint", "aria-invalid") == ("false" if valid else "true")
+    return valid, page.inner_text("#constraint-check")
+
+
+def test_constraint_checked_as_you_type_and_refused_by_the_server(browser, site, users, artifacts):
+    with carol_spawn_page(browser, site, users, viewport={"width": 1280, "height": 800}) as page:
+        page.check("#preset-custom")
+        page.check("#backend-slurm")
+        page.select_option("#partition", "jhub")
+        page.select_option("#reservation", "")
+        boxes = page.locator(".constraint-feature")
+        assert sorted(boxes.evaluate_all("bs => bs.map(b => b.value)")) == ["avx512", "epyc", "gpu"]
+
+        # the feature checkboxes write the text
+        page.fill("#constraint", "")
+        page.check("#constraint-features input[value=epyc]")
+        page.check("#constraint-features input[value=avx512]")
+        assert page.input_value("#constraint") == "epyc&avx512"
+        assert _constraint_state(page) == (True, "")
+        page.uncheck("#constraint-features input[value=epyc]")
+        assert page.input_value("#constraint") == "avx512"
+        page.fill("#constraint", "gpu & epyc")  # typing checks the boxes it names
+        assert page.is_checked("#constraint-features input[value=gpu]")
+        assert not page.is_checked("#constraint-features input[value=avx512]")
+
+        # invalid: flagged while typing, next to the field, and the browser will not submit it
+        page.fill("#constraint", "epyc|(avx512")
+        assert _constraint_state(page) == (False, "unbalanced parentheses")
+        page.fill("#constraint", "epyc&foo")
+        valid, text = _constraint_state(page)
+        assert not valid and text.startswith("Slurm knows no node feature foo")
+        page.locator("#constraint").press_sequentially("&")  # as typed, key by key
+        valid, text = _constraint_state(page)
+        assert not valid and "an operator between every two features" in text
+        page.screenshot(path=str(artifacts / "spawn-form-constraint-invalid.png"))
+        page.click("input[type=submit], button[type=submit]")
+        assert "/hub/spawn" in page.url and page.locator("#constraint-error").count() == 0
+
+        # submitted anyway (the page's check bypassed): the server refuses it, naming the field
+        page.fill("#constraint", "epyc&&avx512")
+        page.evaluate("document.getElementById('constraint').form.noValidate = true")
+        page.click("input[type=submit], button[type=submit]")
+        page.wait_for_selector("#constraint-error", timeout=30000)
+        assert "unexpected '&'" in page.inner_text("#constraint-error")
+        assert page.input_value("#constraint") == "epyc&&avx512"
+        # the page flags the returned value at once too
+        assert _constraint_state(page)[0] is False
