@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.browser.test_browser_spawn import _advanced, _login, _stop
-from tests.conftest import site_exec
+from tests.conftest import site_exec, wait_for
 
 pytestmark = [pytest.mark.minisite, pytest.mark.browser]
 
@@ -46,6 +46,9 @@ def carol_spawn_page(browser, site, users, **context):
     finally:
         ctx.close()
         _stop(site, users, "carol")
+        wait_for("carol's Slurm jobs to leave the queue",  # a COMPLETING one holds its node
+                 lambda: not site_exec("slurmctld", "squeue", "-h", "-u", "carol").stdout.strip(),
+                 timeout=120, interval=1)
 
 
 def test_gpu_and_runtime_fields_follow_the_place(browser, site, users, artifacts):

@@ -18,7 +18,7 @@ import json
 
 import pytest
 
-from tests.conftest import HubClient, site_exec
+from tests.conftest import HubClient, site_exec, wait_for
 from tests.integration.test_notebook_compute import login
 
 pytestmark = pytest.mark.minisite
@@ -26,6 +26,16 @@ pytestmark = pytest.mark.minisite
 SHOW_DEVICE = ("import json, os, socket; print(json.dumps({'host': socket.getfqdn(), "
                "'cuda': os.environ.get('CUDA_VISIBLE_DEVICES'), "
                "'assigned': os.environ.get('_CONDOR_AssignedGPUs')}))")
+
+
+def stop_and_wait_gone(c: HubClient) -> None:
+    """Stop the user's server and wait until Slurm no longer lists any job of hers (a COMPLETING
+    notebook would still occupy its node for the tests after this one)."""
+    if "" in c.user_model().get("servers", {}):
+        c.stop()
+    wait_for(f"{c.user}'s Slurm jobs to leave the queue",
+             lambda: not site_exec("slurmctld", "squeue", "-h", "-u", c.user).stdout.strip(),
+             timeout=120, interval=1)
 
 
 def device_seen(c: HubClient) -> dict:
@@ -43,8 +53,7 @@ def gpu_user(site):
 
     yield make
     for c in clients:
-        if "" in c.user_model().get("servers", {}):
-            c.stop()
+        stop_and_wait_gone(c)
 
 
 def lane_slot_gpus() -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import HubClient
+from tests.integration.test_gpu_notebooks import stop_and_wait_gone
 from tests.integration.test_notebook_compute import login
 
 pytestmark = pytest.mark.minisite
@@ -30,8 +31,7 @@ def user_with(site):
 
     yield make
     for c in clients:
-        if "" in c.user_model().get("servers", {}):
-            c.stop()
+        stop_and_wait_gone(c)
 
 
 def kernelspecs(c: HubClient) -> dict:
