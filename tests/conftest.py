@@ -236,9 +236,10 @@ class HubClient:
                                            sslopt={"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": ca_bundle()},
                                            timeout=timeout)
 
-    def kernel(self, timeout: float = 60) -> "Kernel":
-        """A new kernel in the user's server, kept until ``close()`` (or the ``with`` block ends)."""
-        r = self.user_api("POST", "/api/kernels", json={"name": "python3"})
+    def kernel(self, timeout: float = 60, name: str = "python3") -> "Kernel":
+        """A new kernel (of kernelspec ``name``) in the user's server, kept until ``close()`` (or
+        the ``with`` block ends)."""
+        r = self.user_api("POST", "/api/kernels", json={"name": name})
         r.raise_for_status()
         kid = r.json()["id"]
         return Kernel(self, kid, self._ws(f"/api/kernels/{kid}/channels", timeout))

@@ -27,7 +27,9 @@ from typing import Any, Iterable, Optional
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
 
+from ..constraint_schema import SCHEMA as CONSTRAINT_SCHEMA
 from ..options import SLURM_ONLY_FIELDS, Bounds, OptionsError, UserOptions, validate_options
+from .form_limits import field_limits, gpu_places
 
 #: the package's own templates; admins' ``c.JupyterHub.template_paths`` are searched first
 PACKAGE_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -163,15 +165,19 @@ def _card_values(options: dict, bounds: Bounds) -> dict[str, str]:
 
 def form_context(bounds: Bounds, slurm: Optional[dict] = None, presets: Iterable[dict] = (),
                  values: Optional[dict] = None, chosen: Optional[str] = None,
-                 errors: Optional[dict] = None, last: Optional[dict] = None) -> dict[str, Any]:
+                 errors: Optional[dict] = None, last: Optional[dict] = None,
+                 limits: Optional[dict] = None) -> dict[str, Any]:
     """The template's data: the admin's bounds and, when SLURM is enabled, what this user may use
     there (``Scheduler.describe_resources``, or ``{"error": message}`` when it failed).
 
     ``presets`` are the checked presets (:func:`check_presets`); ``values`` the strings the fields
     show (default: :func:`form_values` of nothing); ``chosen`` the checked preset's name ("": the
     custom card; None: the first preset); ``errors`` {field: message} shown next to the field;
-    ``last`` the user's last accepted options (their summary is shown on the custom card)."""
+    ``last`` the user's last accepted options (their summary is shown on the custom card);
+    ``limits`` the GPU and runtime limits per place (``form_limits.field_limits``; default: from
+    the bounds and ``slurm``)."""
     backends = list(bounds.backends)
+    limits = limits if limits is not None else field_limits(bounds, None, slurm)
     defaults = form_values(None, bounds)
     values = dict(defaults, **(values or {}))
     errors = dict(errors or {})
@@ -180,8 +186,11 @@ def form_context(bounds: Bounds, slurm: Optional[dict] = None, presets: Iterable
                       "checked": name == values["backend"]} for name in backends],
         "max_cpus": bounds.max_cpus,
         "max_memory_gb": f"{bounds.max_memory_gb:g}",
-        "max_gpus": bounds.max_gpus,
-        "max_runtime_hours": f"{bounds.max_runtime_hours:g}",
+        # without JavaScript the fields allow the most any place has (the server checks the place)
+        "max_gpus": limits["overall"]["gpus"],
+        "max_runtime_hours": f"{limits['overall']['runtime_hours']:g}",
+        "limits": limits,
+        "gpu_places": gpu_places(limits),
         "slurm": None,
         "values": values,
         "errors": errors,
@@ -192,9 +201,12 @@ def form_context(bounds: Bounds, slurm: Optional[dict] = None, presets: Iterable
         context["slurm"] = {
             "partitions": _names(slurm.get("partitions")),
             "reservations": _names(slurm.get("reservations")),
+            "reservation_ends": [r for r in slurm.get("reservations") or ()
+                                 if isinstance(r, dict) and r.get("remaining_hours") is not None],
             "features": features,
             "feature_example": "&".join(features[:2]) or "epyc",
             "error": slurm.get("error"),
+            "constraint_schema": CONSTRAINT_SCHEMA,
         }
     cards = [p for p in presets if _offered(p, context["slurm"])]
     if chosen is None:
@@ -224,8 +236,13 @@ def _environment(template_paths: tuple[str, ...]) -> Environment:
         FileSystemLoader(PACKAGE_TEMPLATES),
     ])
     env = Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters["utc"] = lambda ts: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    env.filters["utc"] = _utc
     return env
+
+
+def _utc(ts: float) -> str:
+    """A time stamp for the page: "2026-12-04 11:40 UTC"."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
 def render_form(context: dict[str, Any], template_paths: Iterable[str] = ()) -> str:

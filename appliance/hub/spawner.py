@@ -38,6 +38,8 @@ from .availability import form_availability
 from .bridge import CredentialBridge, CredentialUnavailable
 from .form import (PresetError, check_presets, form_context, form_values, matching_preset,
                    options_from_form, render_form, summary)
+from .form_limits import field_limits
+from .group_kernels import check_mapping, jupyter_path, kernel_dirs, unix_groups
 from .job import NotebookJob, SpawnError, Waits
 from .endings import SessionEndings
 from .outcomes import Outcome
@@ -95,6 +97,13 @@ class BatchSpawner(SessionEndings, Spawner):
         _BOUNDS.default_runtime_hours, min=0.25,
         help="Runtime when the request names none and the backend has no better default "
         "(<= max_runtime_hours).",
+    ).tag(config=True)
+    group_kernel_paths = Dict(
+        {}, help="Extra Jupyter data directories per Unix group, e.g. {'belle2': "
+        "['/cvmfs/belle.cern.ch/jupyter']}: added to JUPYTER_PATH in the notebook job of the "
+        "group's members (their kernelspecs, in <dir>/kernels/, appear in JupyterLab). "
+        "Membership: the hub host's group database. Absolute paths, as seen on the nodes "
+        "(docs/admin.md).",
     ).tag(config=True)
     reserved_env = List(
         Unicode(), default_value=list(DEFAULT_RESERVED_ENV),
@@ -165,6 +174,13 @@ class BatchSpawner(SessionEndings, Spawner):
     job_host = Unicode("")
     ccache = Unicode(None, allow_none=True)
     env_path = Unicode("")
+
+    @validate("group_kernel_paths")
+    def _check_group_kernel_paths(self, proposal):
+        try:
+            return check_mapping(proposal["value"])
+        except ValueError as e:
+            raise TraitError(f"BatchSpawner.group_kernel_paths: {e}") from None
 
     @validate("port_range")
     def _check_port_range(self, proposal):
@@ -349,12 +365,21 @@ class BatchSpawner(SessionEndings, Spawner):
             except Exception as e:  # the form must still render; the message tells why
                 spawner.log.warning("Slurm resources unavailable: %s", e)
                 slurm = {"error": str(e)}
+        lane_gpus = None
+        if "htcondor" in bounds.backends:
+            try:
+                lane = (await spawner.registry.scheduler("htcondor").capacity()).pool("lane")
+                lane_gpus = lane.max_gpus if lane is not None else None
+            except Exception as e:  # unknown: the form offers the bound, the server decides
+                spawner.log.warning("HTCondor lane capacity unavailable: %s", e)
         template_paths = spawner.user.settings.get("template_path") or ()
-        context = spawner._form_context(bounds, slurm)
+        limits = field_limits(bounds, lane_gpus, slurm)
+        context = spawner._form_context(bounds, slurm, limits)
         context["availability"] = await form_availability(spawner, context["values"])
         return render_form(context, template_paths)
 
-    def _form_context(self, bounds: Bounds, slurm: Optional[dict]) -> dict:
+    def _form_context(self, bounds: Bounds, slurm: Optional[dict],
+                      limits: Optional[dict] = None) -> dict:
         """What the form shows: a refused attempt (its values, the message next to the field),
         else the last accepted options, else the defaults with the first preset chosen."""
         presets = self._presets
@@ -373,12 +398,12 @@ class BatchSpawner(SessionEndings, Spawner):
             chosen = data.get("preset", [""])
             chosen = chosen[0] if isinstance(chosen, list) and chosen else str(chosen or "")
             errors = {err.field: err.message} if err is not None else {}
-            return form_context(bounds, slurm, presets, values, chosen, errors, last)
+            return form_context(bounds, slurm, presets, values, chosen, errors, last, limits)
         if last is not None:
             return form_context(bounds, slurm, presets, form_values(self.last_options, bounds),
                                 matching_preset(self.last_options, presets, bounds) or "",
-                                last=last)
-        return form_context(bounds, slurm, presets)
+                                last=last, limits=limits)
+        return form_context(bounds, slurm, presets, limits=limits)
 
     # ---------------------------------------------------------------- state
     def get_state(self):
@@ -451,6 +476,9 @@ class BatchSpawner(SessionEndings, Spawner):
         if opts is not None:
             env.update(opts.env)
             env["JUPYTERHUB_DEFAULT_URL"] = "/tree" if opts.interface == "notebook" else "/lab"
+        dirs = kernel_dirs(unix_groups(self.user.name), self.group_kernel_paths)
+        if dirs:
+            env["JUPYTER_PATH"] = jupyter_path(dirs, env.get("JUPYTER_PATH", ""))
         if self._runtime_seconds:
             # the launcher turns it into JOB_END_TIME (+ a file) when the job starts
             env["APPLIANCE_RUNTIME_SECONDS"] = str(int(self._runtime_seconds))

@@ -13,7 +13,10 @@ c.JupyterHub.admin_users = set()  # no admins in the demo; add e.g. {"alice"} to
 c.HTCondorScheduler.collector = "lane.mini.test"
 c.HTCondorScheduler.schedd = "lane.mini.test"
 c.HTCondorScheduler.hub_id = "appliance.mini.test"
-c.BatchSpawner.max_gpus = 2  # node3 has (fake) GPUs for the Slurm gres demo
+c.BatchSpawner.max_gpus = 2  # exec1 and node3 have two (simulated) GPUs each
+# Group kernels: group belle2's notebooks get the "Belle II" kernel (demo/group-kernels/, mounted
+# at /opt/group-kernels on the nodes).
+c.BatchSpawner.group_kernel_paths = {"belle2": ["/opt/group-kernels/belle2"]}
 c.JupyterHub.last_activity_interval = 10  # route re-check after a proxy restart (tested)
 # The notebook lane refuses anything beyond these bounds (condor-config/lane/40-jba-lane-policy.conf,
 # JBA_MAX_*; tests/unit/test_lane_policy.py keeps the two equal).

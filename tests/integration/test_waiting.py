@@ -101,7 +101,7 @@ def clean():
 def test_impossible_requests_refused_naming_the_largest(client_for):
     alice = client_for("alice")
     cases = [
-        ({"backend": "htcondor", "gpus": 1}, "gpus", "largest available there is 0 GPU"),
+        # (HTCondor GPUs exist: exec1 has 2, tests/integration/test_gpu_notebooks.py)
         ({"backend": "htcondor", "memory_gb": 48}, "memory_gb", "largest available there is 40.0 GiB"),
         ({"backend": "slurm", "gpus": 1}, "gpus", "largest available there is 0 GPU"),
         ({"backend": "slurm", "memory_gb": 20}, "memory_gb", "largest available there is 15.6 GiB"),

@@ -48,6 +48,7 @@ class Fields(HTMLParser):
         self.options: dict[str, list[str]] = {}  # select id -> option values
         self.in_slurm: set[str] = set()
         self.scripts = 0
+        self.unnamed: list[str] = []
         self._label, self._select, self._fieldset = None, None, False
         self.feed(html)
 
@@ -55,7 +56,9 @@ class Fields(HTMLParser):
         a = dict(attrs)
         if tag == "fieldset" and a.get("id") == "slurm-options":
             self._fieldset = True
-        if tag in ("input", "select", "textarea"):
+        if tag in ("input", "select", "textarea") and "name" not in a:
+            self.unnamed.append(a["id"])  # not submitted (the script's feature checkboxes)
+        elif tag in ("input", "select", "textarea"):
             self.controls[a["id"]] = dict(a, tag=tag)
             if self._fieldset:
                 self.in_slurm.add(a["name"])
@@ -103,7 +106,8 @@ def test_rendered_form_fields_ids_and_labels():
     assert f.options == {"interface": ["lab", "notebook"], "partition": ["", "jhub", "upex"],
                          "reservation": ["", "belle2"]}
     assert f.in_slurm == {"partition", "reservation", "constraint"}
-    assert f.scripts == 1  # the SLURM-only toggle
+    assert f.scripts == 4  # the SLURM-only toggle, limits and constraint schema (JSON), the fields script
+    assert f.unnamed == ["feature-1", "feature-2"]  # the feature checkboxes
 
 
 def test_form_without_slurm_or_gpus():
@@ -152,4 +156,4 @@ def test_admin_template_can_extend_the_shipped_one(tmp_path):
     f = Fields(html)
     assert 'id="site-note"' in html and "env" not in f.controls
     assert f.labels["partition"] == "Queue" and f.options["partition"] == ["", "jhub", "upex"]
-    assert f.in_slurm == {"partition"} and f.scripts == 1
+    assert f.in_slurm == {"partition"} and f.scripts == 3

@@ -76,6 +76,8 @@ class Page(HTMLParser):
         """The form data a browser without JavaScript sends (every control is enabled then)."""
         data: dict[str, list[str]] = {}
         for i, c in self.controls.items():
+            if "name" not in c:  # a browser submits only named controls
+                continue
             if c["tag"] == "input" and c["type"] == "radio":
                 if "checked" in c:
                     data[c["name"]] = [c["value"]]
