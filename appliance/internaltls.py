@@ -146,6 +146,31 @@ def server_context(client_cert: str, client_key: str, ca_file: str) -> ssl.SSLCo
     return ctx
 
 
+class _NamedContext(ssl.SSLContext):
+    """Checks the peer's certificate against a fixed name whatever host the URL has (and sends
+    that name as SNI): HTTP clients pass the URL's host to ``wrap_socket``/``wrap_bio``."""
+
+    expected_name = ""
+
+    def wrap_socket(self, sock, *args, server_hostname=None, **kw):
+        return super().wrap_socket(sock, *args, server_hostname=self.expected_name, **kw)
+
+    def wrap_bio(self, incoming, outgoing, *args, server_hostname=None, **kw):
+        return super().wrap_bio(incoming, outgoing, *args, server_hostname=self.expected_name,
+                                **kw)
+
+
+def user_server_context(client_cert: str, client_key: str, ca_file: str,
+                        user_host: str) -> ssl.SSLContext:
+    """The hub's client side towards one user's server when it sends her credentials (a token
+    for her server): only a certificate for her own host passes, as in CHP."""
+    ctx = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.expected_name = user_host
+    ctx.load_verify_locations(ca_file)
+    ctx.load_cert_chain(client_cert, client_key)
+    return ctx
+
+
 @dataclass(frozen=True)
 class Paths:
     """Where the files live, for the hub, CHP and nginx."""
@@ -181,6 +206,10 @@ class Authority:
     def client_context(self) -> ssl.SSLContext:
         return server_context(self.paths.crt(CLIENT), self.paths.key(CLIENT),
                               self.paths.crt(NOTEBOOKS_CA))
+
+    def user_context(self, user_host: str) -> ssl.SSLContext:
+        return user_server_context(self.paths.crt(CLIENT), self.paths.key(CLIENT),
+                                   self.paths.crt(NOTEBOOKS_CA), user_host)
 
 
 def _names_ok(cert: Optional[x509.Certificate], ca: x509.Certificate, names: Names,

@@ -154,7 +154,8 @@ class CullHandler(_APIHandler):
         try:
             url = spawner.server.url.rstrip("/") + "/api/kernels"
             resp = await AsyncHTTPClient().fetch(HTTPRequest(
-                url, headers={"Authorization": f"token {token}"}, request_timeout=timeout))
+                url, headers={"Authorization": f"token {token}"}, request_timeout=timeout,
+                ssl_options=spawner.server_ssl_context()))
             return json.loads(resp.body or b"[]")
         except Exception as e:
             self.log.warning("idle check of %s: no kernel list (%s)", spawner._log_name, e)

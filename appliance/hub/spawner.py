@@ -33,7 +33,7 @@ from tornado import web
 from traitlets import Dict, Float, Instance, Integer, List, TraitError, Tuple, Unicode, default, validate
 
 from ..options import DEFAULT_RESERVED_ENV, Bounds, OptionsError, UserOptions, validate_options
-from . import metrics
+from . import metrics, servertls
 from .availability import form_availability
 from .bridge import CredentialBridge, CredentialUnavailable
 from .form import (PresetError, check_presets, form_context, form_values, matching_preset,
@@ -542,6 +542,15 @@ class BatchSpawner(SessionEndings, Spawner):
                                           timeout=self.check_interval * 5)
         self._emit(f"Jupyter listening on {host}:{port}", 90)
         return f"{'https' if self._issued is not None else 'http'}://{host}:{port}"
+
+    def server_ssl_context(self):
+        """For the hub's own requests to this server that carry the user's credentials (the
+        idle check's kernel list): TLS that only her own server's certificate passes; None
+        without internal TLS or for a server on plain HTTP (started by an earlier release)."""
+        if not self.internal_tls_dir or self.server is None or self.server.proto != "https":
+            return None
+        host = urlparse(self.user.host).hostname
+        return servertls.authority(self.internal_tls_dir).user_context(host)
 
     def _server_tls_env(self) -> dict[str, str]:
         """A certificate for this spawn (internal_tls_dir set), as env for the job."""

@@ -209,3 +209,27 @@ def test_launcher_installs_the_identity_in_private_files(tmp_path):
     assert launcher.install_tls({"OTHER": "1"}) is None
     with pytest.raises(SystemExit, match="APPLIANCE_TLS_CLIENT_CA"):
         launcher.install_tls({"APPLIANCE_TLS_KEY": "k", "APPLIANCE_TLS_CERT": "c"})
+
+
+def test_the_hubs_requests_with_a_users_token_pass_only_her_servers_certificate(pki, tmp_path):
+    """The idle check sends a token for alice's server: a server with mallory's certificate on
+    the node (any URL host) must not get it; alice's own does."""
+    paths, _ = pki
+    ca = internaltls.Authority(paths)
+    mallory = ca.issue("mallory.hub.localhost", NODES, NOW, days=2)
+    alice = ca.issue("alice.hub.localhost", NODES, NOW, days=2)
+
+    async def handshake(issued, tag):
+        server, port = await _serve(_server_ctx(paths, issued, tmp_path / tag))
+        async with server:
+            # as tornado does: the URL's host (a node name) goes to wrap_bio as server_hostname
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=ca.user_context("alice.hub.localhost"),
+                server_hostname="exec1.mini.test")
+            writer.close()
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "m").mkdir()
+    asyncio.run(handshake(alice, "a"))
+    with pytest.raises(ssl.SSLCertVerificationError, match="alice.hub.localhost"):
+        asyncio.run(handshake(mallory, "m"))
