@@ -19,6 +19,17 @@ if [ "${FULL:-0}" = 1 ] || [ $bad = 1 ]; then
     podman network rm -f "$net" >/dev/null 2>&1 || true
   done
 fi
+# Bridge interfaces whose network is gone (a killed session, or `podman network prune` while
+# containers were torn down hard) keep their subnet on the host, and netavark then refuses to
+# create the project's networks ("subnet ... is already used on the host"). Remove such orphans:
+# podman<N> bridges that no podman network names.
+used=$(podman network inspect $(podman network ls -q) --format '{{.NetworkInterface}}' 2>/dev/null)
+for dev in $(ip -o link show type bridge 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^podman[0-9]+$'); do
+  if ! grep -qx "$dev" <<< "$used"; then
+    echo "clean-stale: removing orphan bridge $dev ($(ip -o -4 addr show dev "$dev" | awk '{print $4}'))"
+    ip link delete "$dev" 2>/dev/null || true
+  fi
+done
 # The name filter is a regular expression: anchor it, or project jba would also take pod_jba4 & co.
 podman pod ls --filter "name=^pod_${P}\$" -q | xargs -r podman pod rm -f >/dev/null 2>&1 || true
 exit 0
