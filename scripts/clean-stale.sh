@@ -30,6 +30,23 @@ for dev in $(ip -o link show type bridge 2>/dev/null | awk -F': ' '{print $2}' |
     ip link delete "$dev" 2>/dev/null || true
   fi
 done
+# Port forwards of containers that are gone (netavark's iptables rules outlive a hard kill): a
+# stale DNAT to a dead address catches the published port first and the site is unreachable.
+if command -v iptables >/dev/null && iptables -t nat -S NETAVARK-HOSTPORT-DNAT >/dev/null 2>&1; then
+  ids=$(podman ps -aq --no-trunc)
+  iptables -t nat -S NETAVARK-HOSTPORT-DNAT | grep -- '-A NETAVARK-HOSTPORT-DNAT' | while read -r rule; do
+    id=$(sed -n 's/.* id: \([0-9a-f]\{64\}\).*/\1/p' <<< "$rule")
+    if [ -n "$id" ] && ! grep -qx "$id" <<< "$ids"; then
+      echo "clean-stale: removing the port forward of gone container ${id:0:12}"
+      eval "iptables -t nat ${rule/-A /-D }" || true
+    fi
+  done
+  for chain in $(iptables -t nat -S | awk '$1 == "-N" && $2 ~ /^NETAVARK-DN-/ {print $2}'); do
+    if ! iptables -t nat -S NETAVARK-HOSTPORT-DNAT | grep -q -- "-j $chain"; then
+      iptables -t nat -F "$chain" && iptables -t nat -X "$chain" || true
+    fi
+  done
+fi
 # The name filter is a regular expression: anchor it, or project jba would also take pod_jba4 & co.
 podman pod ls --filter "name=^pod_${P}\$" -q | xargs -r podman pod rm -f >/dev/null 2>&1 || true
 exit 0
