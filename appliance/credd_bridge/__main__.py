@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="user name given to the credd [CREDD_BRIDGE_CREDD_USER_TEMPLATE] "
                     "(default %(default)s)")
     ap.add_argument("--confirm-timeout", type=float,
-                    default=float(_env("CONFIRM_TIMEOUT", "5")),
+                    default=float(_env("CONFIRM_TIMEOUT", "12")),
                     help="seconds to wait for the credd's credmon to confirm a store "
                     "[CREDD_BRIDGE_CONFIRM_TIMEOUT] (default %(default)s)")
     ap.add_argument("--push-running", default=_env("PUSH_RUNNING", "yes"),

@@ -77,7 +77,7 @@ class HTCondorCredStore:
         credd_name: Optional[str] = None,
         user_template: str = "{user}",
         module=None,
-        confirm_timeout: float = 5.0,
+        confirm_timeout: float = 12.0,
         poll: float = 0.05,
         schedd_name: Optional[str] = None,
         clock=time.time,

@@ -4,13 +4,14 @@
 ``/etc/appliance/secrets/db/db_url`` (a mounted secret) and ``<state>/secrets/db_url``; without
 one the hub uses sqlite in the state volume (or, for older sites, ``APPLIANCE_DB_URL``).
 
-``python -m appliance.hub.database plain-servers``: how many running servers are plain HTTP
-(started by an earlier release; ``appliance-run hub`` keeps the cluster side's plain port for them).
-
 ``python -m appliance.hub.database prepare`` (run by ``appliance-run hub`` before JupyterHub):
 waits (bounded) until the database accepts connections, then runs JupyterHub's own
 ``upgrade_if_needed`` (what ``jupyterhub upgrade-db`` does), which backs up a sqlite file first
-(``jupyterhub.sqlite.<timestamp>``) and does nothing when the schema is current.
+(``jupyterhub.sqlite.<timestamp>``) and does nothing when the schema is current; last it prints
+on stdout how many running servers are plain HTTP (started by an earlier release;
+``appliance-run hub`` keeps the cluster side's plain port for them). One Python start for both:
+under load each start of this interpreter costs the hub's restart seconds.
+``python -m appliance.hub.database plain-servers`` prints only that count.
 
 ``engine_kwargs(url)`` (JupyterHub's ``db_kwargs``): JupyterHub's database calls are synchronous,
 so while PostgreSQL is unreachable every call blocks the whole hub for as long as libpq waits.
@@ -192,6 +193,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.error("%s", e)
         return 1
     log.info("ready: %s", redact(url))
+    try:
+        print(plain_servers(url))
+    except Exception as e:  # the schema is ready; the count only decides a legacy listener
+        log.error("could not count plain-HTTP servers: %s", e)
+        print(0)
     return 0
 
 

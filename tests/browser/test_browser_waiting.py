@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import ROOT, HubClient, site_exec, wait_for
-from tests.integration.test_waiting import lane_jobs, session
+from tests.integration.test_waiting import lane, lane_jobs, session
 
 pytestmark = [pytest.mark.minisite, pytest.mark.browser]
 
@@ -49,6 +49,18 @@ def _shot(page, artifacts, name):
     shutil.copy(path, DOCS_IMG / name)
 
 
+def _wait_filler(c: HubClient) -> None:
+    """Ready, or fail saying what the lane holds (every notebook job and its owner) and what the
+    hub says of this user's server: a lane not empty at the start leaves no room for the tenth."""
+    try:
+        c.wait_ready(timeout=240)
+    except AssertionError as e:
+        jobs = lane("condor_q -all -af JupyterHubUser ClusterId JobStatus RequestCpus RemoteHost",
+                    check=False)
+        raise AssertionError(f"{c.user}: {e}; the hub says {session(c)}; lane jobs:\n{jobs}") \
+            from e
+
+
 def test_pending_page_with_the_lane_full_then_stop(browser, site, users, artifacts):
     fillers = [_client(site, users, u) for u in FILLERS]
     alice = _client(site, users, "alice")
@@ -62,7 +74,7 @@ def test_pending_page_with_the_lane_full_then_stop(browser, site, users, artifac
                                   fillers))
         assert set(codes) <= {201, 202}, codes
         for c in fillers:
-            c.wait_ready(timeout=240)
+            _wait_filler(c)
         assert alice.spawn({"backend": "htcondor", "cpus": 4}).status_code in (201, 202)
         _login(page, site, "alice", users["alice"]["password"])
         page.goto(f"{site}/hub/spawn-pending/alice")

@@ -97,3 +97,27 @@ def test_operational_errors_carry_the_outage_message():
     assert e.jupyterhub_message == database.UNAVAILABLE
     assert "database is not reachable" in e.jupyterhub_message
     assert not hasattr(IntegrityError("x", {}, ValueError()), "jupyterhub_message")
+
+
+def test_prepare_prints_the_plain_http_server_count(tmp_path, monkeypatch, capsys):
+    """`prepare` (one Python start before the hub) ends by printing how many running servers are
+    plain HTTP at a non-loopback host (earlier release): appliance-run reads it from stdout."""
+    from jupyterhub import orm
+
+    path = tmp_path / "jupyterhub.sqlite"
+    url = f"sqlite:///{path}"
+    monkeypatch.setattr(database, "db_url", lambda: url)
+    db = orm.new_session_factory(url)()
+    for i, (proto, ip) in enumerate([("http", "10.0.0.5"), ("https", "10.0.0.6"),
+                                     ("http", "127.0.0.1"), ("http", "10.0.0.7")]):
+        user = orm.User(name=f"u{i}")
+        db.add(user)
+        db.commit()
+        server = orm.Server(proto=proto, ip=ip, port=40000 + i)
+        db.add(server)
+        db.commit()
+        db.add(orm.Spawner(user_id=user.id, server_id=server.id, name=""))
+        db.commit()
+    db.close()
+    assert database.main(["prepare"]) == 0
+    assert capsys.readouterr().out.strip() == "2"
