@@ -24,9 +24,14 @@ Standard library only, one file, so a site can drop it on nodes next to any Pyth
    now + ``APPLIANCE_RUNTIME_SECONDS``) and writes it to a small file next to the env file
    (``JOB_END_TIME_FILE``, ``~/.jupyterhub-batch/<job>.end``), which the hub rewrites when the
    session is extended, so notebooks and tools can read it.
-5. Stays the child's parent: forwards termination signals to it and exits with its status.
+5. Stays the child's parent: forwards termination signals to it and exits with its status. A
+   server that has not exited ``--stop-timeout`` seconds (default 10) after the first SIGTERM,
+   SIGINT or SIGHUP is killed (SIGKILL): the scheduler's stop must free the slot. Seen in a full
+   run: a server stopped 7 s after its start hung in "Shutting down 8 extensions" until
+   HTCondor's 10-min vacate limit, holding its lane slot, so the next notebook found no room.
 
-Usage: appliance-launch --env-file FILE --port-range LO-HI [--port-attempts N] [-- command args...]
+Usage: appliance-launch --env-file FILE --port-range LO-HI [--port-attempts N]
+       [--stop-timeout S] [-- command args...]
 """
 
 from __future__ import annotations
@@ -322,6 +327,10 @@ def parse_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+#: signals by which a scheduler stops a job (HTCondor's soft kill, Slurm's scancel, a hangup)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="appliance-launch")
     ap.add_argument("--env-file", required=True)
@@ -330,6 +339,9 @@ def main(argv=None) -> None:
                     help="ports to try when other users' processes hold the one picked")
     ap.add_argument("--start-timeout", type=float, default=120.0,
                     help="seconds the server may take to listen")
+    ap.add_argument("--stop-timeout", type=float, default=10.0,
+                    help="seconds the server may take to exit after a termination signal "
+                    "before it is killed")
     ap.add_argument("command", nargs="*", default=[])
     args = ap.parse_args(argv)
     started = time.monotonic()
@@ -359,11 +371,23 @@ def main(argv=None) -> None:
         proc = child["proc"]
         if proc is not None and proc.poll() is None:
             proc.send_signal(signum)
+            if signum in STOP_SIGNALS and signal.getitimer(signal.ITIMER_REAL)[0] == 0:
+                # the first stop request arms the deadline (a timer: proc.wait() stays a
+                # blocking wait, no polling for the hours a notebook runs)
+                signal.setitimer(signal.ITIMER_REAL, max(args.stop_timeout, 0.01))
         elif proc is None:
             raise SystemExit(128 + signum)
 
+    def overdue(_signum, _frame):
+        proc = child["proc"]
+        if proc is not None and proc.poll() is None:
+            print(f"appliance-launch: the server (pid {proc.pid}) did not exit within "
+                  f"{args.stop_timeout:g} s of the stop signal: killed", file=sys.stderr)
+            proc.kill()
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, forward)
+    signal.signal(signal.SIGALRM, overdue)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     uid = os.getuid()
     for _ in range(args.port_attempts):

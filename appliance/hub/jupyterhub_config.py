@@ -50,13 +50,10 @@ c.JupyterHub.tornado_settings = {
 # A hub restart must not kill users' notebooks; CHP is supervised separately.
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.cleanup_proxy = False
-# After a restart the hub polls every running server's job and asks the server itself (TLS) before
-# it calls it running; with 60 servers on a loaded 2-core host that took 7 s, and JupyterHub's
-# default waits up to 10 s for it before it serves anything, while the servers' token checks get
-# 502 (their cache holds a token for 5 min). Serve after 1 s and let the checks finish in the
-# background: their routes stay in CHP meanwhile (JupyterHub keeps a pending server's route), and
-# JupyterHub re-checks the routes once they are done (docs/reliability.md, "Load").
-c.JupyterHub.init_spawners_timeout = 1
+# JupyterHub's init_spawners_timeout stays at its default (10 s): with 1 s the hub served before
+# its checks of the running servers were done, and after an upgrade (a new container, so a new CHP
+# with no routes) the routes came back only after them: the upgrade test's kernels answered 302 to
+# the hub for the first seconds (docs/reliability.md, "Load").
 # CHP runs under supervisor; the hub checks every 2 s that it still has its routes and adds them
 # back after a CHP restart (appliance/hub/proxy.py, SupervisedProxy.route_check_interval).
 c.JupyterHub.proxy_class = "appliance.hub.proxy.SupervisedProxy"

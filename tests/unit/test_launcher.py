@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -145,7 +146,7 @@ class FakeHub:
         self.server.shutdown()
 
 
-def run_launcher(tmp_path, hub, ports, attempts=3):
+def run_launcher(tmp_path, hub, ports, attempts=3, server=LISTEN, extra=()):
     """appliance-launch in a subprocess whose pick_port yields ``ports`` in turn; the "server"
     listens on the port from JUPYTERHUB_SERVICE_URL (as jupyterhub-singleuser does)."""
     env_file = tmp_path / "env.json"
@@ -153,8 +154,8 @@ def run_launcher(tmp_path, hub, ports, attempts=3):
     driver = (f"import sys; from appliance import launcher; ports = iter({ports!r}); "
               "launcher.pick_port = lambda lo, hi: next(ports); "
               f"launcher.main(['--env-file', {str(env_file)!r}, '--port-range', '40000-41000', "
-              f"'--port-attempts', '{attempts}', '--start-timeout', '20', '--', "
-              f"{sys.executable!r}, '-c', {LISTEN!r}])")
+              f"'--port-attempts', '{attempts}', '--start-timeout', '20', *{list(extra)!r}, "
+              f"'--', {sys.executable!r}, '-c', {server!r}])")
     proc = subprocess.Popen([sys.executable, "-c", driver], stderr=subprocess.PIPE, text=True,
                             cwd=os.path.dirname(os.path.dirname(launcher.__file__)))
     return proc
@@ -193,3 +194,55 @@ def test_launcher_fails_clearly_when_other_uids_hold_every_try(tmp_path, held_po
     assert proc.returncode != 0 and hub.reports == []
     assert err.count(f"port {held_port} is held by uid {OTHER_UID}") == 3
     assert "3 ports of the range were taken by other users' processes" in err
+
+
+def _until_reported(proc, hub) -> str:
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "reporting" in line:
+            break
+    deadline = time.monotonic() + 10
+    while not hub.reports and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "".join(seen)
+
+
+def test_a_server_that_ignores_the_stop_signal_is_killed_after_the_stop_timeout(tmp_path):
+    """The scheduler's SIGTERM reaches the server; one that hangs in its shutdown (seen: "Shutting
+    down 8 extensions" for 10 min, holding its lane slot) is killed after --stop-timeout."""
+    hub, port = FakeHub(), free_port()
+    deaf = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + LISTEN
+    proc = run_launcher(tmp_path, hub, [port], server=deaf, extra=("--stop-timeout", "1"))
+    try:
+        text = _until_reported(proc, hub)
+        server_pid = int(text.split("server (pid ")[1].split(",")[0])
+        t0 = time.monotonic()
+        proc.terminate()  # what the starter / slurmstepd does
+        _, err = proc.communicate(timeout=15)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        hub.close()
+    assert proc.returncode == 128 + signal.SIGKILL, (proc.returncode, err)
+    assert 0.9 <= took < 5, took
+    assert f"the server (pid {server_pid}) did not exit within 1 s of the stop signal: killed" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)
+
+
+def test_a_server_that_stops_in_time_is_not_killed(tmp_path):
+    hub, port = FakeHub(), free_port()
+    proc = run_launcher(tmp_path, hub, [port], extra=("--stop-timeout", "5"))
+    try:
+        _until_reported(proc, hub)
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        hub.close()
+    # the stand-in server dies of the forwarded SIGTERM: the launcher exits with its status
+    assert proc.returncode == 128 + signal.SIGTERM, (proc.returncode, err)
+    assert "killed" not in err
