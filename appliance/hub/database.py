@@ -11,7 +11,6 @@ waits (bounded) until the database accepts connections, then runs JupyterHub's o
 on stdout how many running servers are plain HTTP (started by an earlier release;
 ``appliance-run hub`` keeps the cluster side's plain port for them). One Python start for both:
 under load each start of this interpreter costs the hub's restart seconds.
-``python -m appliance.hub.database plain-servers`` prints only that count.
 
 ``engine_kwargs(url)`` (JupyterHub's ``db_kwargs``): JupyterHub's database calls are synchronous,
 so while PostgreSQL is unreachable every call blocks the whole hub for as long as libpq waits.
@@ -176,16 +175,13 @@ def plain_servers(url: str) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m appliance.hub.database")
-    ap.add_argument("command", choices=["prepare", "url", "plain-servers"])
+    ap.add_argument("command", choices=["prepare", "url"])
     ap.add_argument("--timeout", type=float, default=120.0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="database: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "url":
         print(redact(db_url()))
-        return 0
-    if args.command == "plain-servers":
-        print(plain_servers(db_url()))
         return 0
     try:
         url = prepare(timeout=args.timeout)

@@ -165,17 +165,9 @@ def test_launcher_skips_a_port_another_uid_took_and_reports_its_own(tmp_path, he
     hub, mine = FakeHub(), free_port()
     proc = run_launcher(tmp_path, hub, [held_port, mine])
     try:
-        seen = []
-        for line in proc.stderr:  # until the launcher says it reports
-            seen.append(line)
-            if "reporting" in line:
-                break
-        text = "".join(seen)
+        text = _until_reported(proc, hub)
         assert f"port {held_port} is held by uid {OTHER_UID}" in text
         assert f"listens on port {mine}" in text
-        wait_for_report = time.monotonic() + 10
-        while not hub.reports and time.monotonic() < wait_for_report:
-            time.sleep(0.01)
         assert hub.reports == [{"port": mine}]
         assert launcher.port_owner(mine, os.getuid(), proc.pid)[0] == "ours"
     finally:
@@ -197,6 +189,7 @@ def test_launcher_fails_clearly_when_other_uids_hold_every_try(tmp_path, held_po
 
 
 def _until_reported(proc, hub) -> str:
+    """The launcher's stderr until it says it reports, once the (fake) hub has the report."""
     seen = []
     for line in proc.stderr:
         seen.append(line)
