@@ -1,0 +1,248 @@
+"""The `scale` scenario of `make bench` (issue 16): DESY's jhub capacity, 120 concurrent sessions.
+
+Started in waves the machine takes (``WAVE`` logins + spawns at a time, through the real front
+door; nginx's login throttle answered by waiting its Retry-After), then held, measuring:
+
+* ``ready``: how many of the sessions became ready, the time to start all, each spawn's total;
+* ``rss_mb``: the appliance's resident memory while 120 are held: hub, CHP, nginx, credential
+  bridge (the issue's sum) and every process of the appliance container (``ps`` in it);
+* ``queries``: scheduler status queries per backend while held, against one per poll interval:
+  the hub's own counter (``appliance_scheduler_status_queries``, read from the hub's metrics
+  through Prometheus) and, for Slurm, slurmctld's count of job-info RPCs (``sdiag``), which sees
+  every query whoever makes it;
+* ``restart``: ``supervisorctl restart jupyterhub`` while held -> every one of the routes
+  answers again (``back_s``; each route asked until it answers once after the command), and the
+  hub's API answers again (``hub_api_s``);
+then every server is stopped.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import re
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from tests.conftest import SITE_URL, HubClient, ca_bundle, site_exec
+
+WAVE = 6  # logins + spawns at a time: what 2 cores take while 100+ servers idle
+POLL_WINDOW_S = 60.0  # how long the scheduler queries are counted while held
+
+
+def login(user: str, password: str, deadline: float) -> HubClient:
+    """A logged-in client with an API token; waits out nginx's login throttle (429)."""
+    while True:
+        c = HubClient()
+        r = c.login(user, password)
+        if r.status_code == 302:
+            c.make_token()
+            return c
+        if r.status_code != 429 or time.time() > deadline:
+            raise RuntimeError(f"login of {user} answered {r.status_code}")
+        time.sleep(float(r.headers.get("Retry-After", "2")))
+
+
+def start_one(user: str, password: str, backend: str, timeout: float) -> dict:
+    rec: dict[str, Any] = {"user": user, "backend": backend, "ok": False}
+    t0 = time.time()
+    try:
+        c = login(user, password, t0 + timeout)
+        rec["client"] = c
+        t_req = time.time()
+        r = c.spawn({"backend": backend})
+        if r.status_code not in (201, 202):
+            raise RuntimeError(f"spawn answered {r.status_code}: {r.text[:300]}")
+        c.wait_ready(timeout=max(10.0, timeout - (time.time() - t0)))
+        rec.update(ok=True, login_s=round(t_req - t0, 2), total_s=round(time.time() - t_req, 2))
+    except Exception as e:  # a failure is a result
+        rec["error"] = f"{type(e).__name__}: {e}"[:400]
+    return rec
+
+
+def appliance_rss() -> dict[str, float]:
+    """Resident MB of the appliance's processes by part (ps in the container)."""
+    out = site_exec("appliance", "ps", "-eo", "rss=,args=").stdout
+    parts = {"hub": 0, "chp": 0, "nginx": 0, "bridge": 0, "other": 0}
+    for line in out.splitlines():
+        rss, _, args = line.strip().partition(" ")
+        if not rss.isdigit() or args.startswith("ps "):
+            continue
+        if "configurable-http-proxy" in args:
+            part = "chp"
+        elif args.startswith("nginx"):
+            part = "nginx"
+        elif "credd_bridge" in args or "appliance-bridge" in args:
+            part = "bridge"
+        elif re.search(r"\bjupyterhub\b", args) and "idle" not in args and "culler" not in args:
+            part = "hub"
+        else:
+            part = "other"
+        parts[part] += int(rss)
+    mb = {k: round(v / 1024, 1) for k, v in parts.items()}
+    mb["sum_hub_chp_nginx_bridge"] = round(sum(mb[k] for k in ("hub", "chp", "nginx", "bridge")), 1)
+    mb["container_total"] = round(sum(parts.values()) / 1024, 1)
+    return mb
+
+
+def prometheus_counter(prom: str, metric: str) -> dict[str, float]:
+    import requests
+
+    with requests.Session() as s:
+        s.trust_env = False
+        r = s.get(f"{prom}/api/v1/query", params={"query": metric}, timeout=10)
+    r.raise_for_status()
+    return {m["metric"].get("backend", ""): float(m["value"][1]) for m in r.json()["data"]["result"]}
+
+
+def slurm_job_info_rpcs() -> Optional[int]:
+    """slurmctld's count of REQUEST_JOB_INFO* RPCs since its start (sdiag), or None."""
+    r = site_exec("slurmctld", "sdiag", check=False)
+    if r.returncode != 0:
+        return None
+    total = 0
+    section = False
+    for line in r.stdout.splitlines():
+        if line.startswith("Remote Procedure Call statistics by message type"):
+            section = True
+        elif line.startswith("Remote Procedure Call statistics by user"):
+            break
+        elif section:
+            m = re.match(r"\s*(REQUEST_JOB_INFO\S*)\s+\(\s*\d+\)\s+count:(\d+)", line)
+            if m:
+                total += int(m.group(2))
+    return total
+
+
+def scrape_interval_wait(prom: str, metric: str, after: float, timeout: float = 60) -> None:
+    """Wait until Prometheus holds a sample of ``metric`` newer than ``after`` (epoch)."""
+    import requests
+
+    end = time.time() + timeout
+    while time.time() < end:
+        with requests.Session() as s:
+            s.trust_env = False
+            r = s.get(f"{prom}/api/v1/query", params={"query": f"timestamp({metric})"}, timeout=10)
+        res = r.json()["data"]["result"] if r.ok else []
+        if res and min(float(m["value"][1]) for m in res) > after:
+            return
+        time.sleep(1)
+
+
+def routes_back(clients: list[HubClient], since: float, timeout: float) -> dict:
+    """Ask every user's server (its /api/status through the front door, with the user's token)
+    until each has answered 200 once; seconds from ``since`` for the last one."""
+    import requests
+
+    pending = list(clients)
+    lock = threading.Lock()
+    last = [since]
+    failed = [0]
+
+    def one(c: HubClient) -> None:
+        with requests.Session() as s:
+            s.trust_env = False
+            while time.time() < since + timeout:
+                try:
+                    r = s.get(c.user_url("/api/status"), headers={"Authorization": f"token {c.token}"},
+                              verify=ca_bundle(), timeout=10)
+                    if r.status_code == 200:
+                        with lock:
+                            last[0] = max(last[0], time.time())
+                        return
+                except requests.RequestException:
+                    pass
+                with lock:
+                    failed[0] += 1
+                time.sleep(0.5)
+
+    with cf.ThreadPoolExecutor(8) as ex:
+        list(ex.map(one, pending))
+    return {"back_s": round(last[0] - since, 2), "failed_checks": failed[0]}
+
+
+def hub_health_back(since: float, timeout: float = 120) -> Optional[float]:
+    import requests
+
+    while time.time() < since + timeout:
+        try:
+            with requests.Session() as s:
+                s.trust_env = False
+                if s.get(f"{SITE_URL}/hub/health", verify=ca_bundle(), timeout=3).status_code == 200:
+                    return round(time.time() - since, 2)
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    return None
+
+
+def run(users: dict[str, dict], plan: list[tuple[str, str]], say: Callable[[str], None],
+        prom: str, timeout: float = 300) -> dict:
+    """``plan``: (user, backend) pairs. Returns the scenario's figures; stops every server."""
+    res: dict[str, Any] = {"n": len(plan), "wave": WAVE,
+                           "backends": {b: sum(1 for _, x in plan if x == b) for _, b in plan}}
+    recs: list[dict] = []
+    t0 = time.time()
+    try:
+        say(f"scale: starting {len(plan)} sessions, {WAVE} at a time")
+        with cf.ThreadPoolExecutor(WAVE) as ex:
+            futs = [ex.submit(start_one, u, users[u]["password"], b, timeout) for u, b in plan]
+            for i, f in enumerate(cf.as_completed(futs)):
+                recs.append(f.result())
+                if (i + 1) % 20 == 0:
+                    say(f"scale: {i + 1}/{len(plan)} done, "
+                        f"{sum(1 for r in recs if r['ok'])} ready, {time.time() - t0:.0f} s")
+        ok = [r for r in recs if r["ok"]]
+        res.update(ready=len(ok), failures=len(recs) - len(ok), start_all_s=round(time.time() - t0, 1),
+                   errors=[f"{r['user']}: {r['error']}" for r in recs if not r["ok"]][:10],
+                   total_s=sorted(r["total_s"] for r in ok))
+        say(f"scale: {len(ok)}/{len(plan)} ready after {res['start_all_s']} s")
+        clients = [r["client"] for r in ok]
+        # held: memory, then the scheduler queries over a window with no spawn pending
+        res["rss_mb"] = appliance_rss()
+        say(f"scale: appliance RSS {json.dumps(res['rss_mb'])}")
+        metric = "appliance_scheduler_status_queries"
+        try:
+            scrape_interval_wait(prom, metric, time.time())
+            q0, s0, w0 = prometheus_counter(prom, metric), slurm_job_info_rpcs(), time.time()
+            time.sleep(POLL_WINDOW_S)  # the measured window itself (not a wait for readiness)
+            scrape_interval_wait(prom, metric, time.time())
+            q1, s1, w1 = prometheus_counter(prom, metric), slurm_job_info_rpcs(), time.time()
+            window = w1 - w0
+            res["queries"] = {
+                "window_s": round(window, 1),
+                "hub_counter": {b: q1.get(b, 0) - q0.get(b, 0) for b in q1},
+                "slurmctld_job_info_rpcs": (s1 - s0) if s0 is not None and s1 is not None else None,
+                "poll_interval_s": 10.0,
+                "expected_per_backend": round(window / 10.0, 1),
+            }
+            say(f"scale: scheduler queries in {window:.0f} s: {json.dumps(res['queries'])}")
+        except Exception as e:  # noqa: BLE001 -- a figure missing, not a failed run
+            res["queries"] = {"error": f"{type(e).__name__}: {e}"}
+        # hub restart while held
+        t_r = time.time()
+        site_exec("appliance", "supervisorctl", "-c", "/etc/supervisor/appliance.conf",
+                  "restart", "jupyterhub", timeout=120)
+        res["restart"] = {"command_s": round(time.time() - t_r, 2)}
+        res["restart"].update(routes_back(clients, t_r, timeout=120))
+        res["restart"]["hub_api_s"] = hub_health_back(t_r)
+        say(f"scale: hub restart: {json.dumps(res['restart'])}")
+    finally:
+        say("scale: stopping every server")
+        t_s = time.time()
+
+        def stop(r: dict) -> None:
+            c = r.get("client")
+            if c is None:
+                return
+            try:
+                c.stop(timeout=120)
+            except Exception as e:  # noqa: BLE001
+                say(f"scale: stop {r['user']}: {e}")
+        with cf.ThreadPoolExecutor(8) as ex:
+            list(ex.map(stop, recs))
+        res["stop_all_s"] = round(time.time() - t_s, 1)
+        for r in recs:
+            r.pop("client", None)
+    return res
