@@ -7,7 +7,7 @@ door; nginx's login throttle answered by waiting its Retry-After), then held, me
 * ``rss_mb``: the appliance's resident memory while 120 are held: hub, CHP, nginx, credential
   bridge (the issue's sum) and every process of the appliance container (``ps`` in it);
 * ``queries``: scheduler status queries per backend while held, against one per poll interval:
-  the hub's own counter (``appliance_scheduler_status_queries``, read from the hub's metrics
+  the hub's own counter of its shared watchers' queries (``appliance_scheduler_status_queries_total``, read from the hub's metrics
   through Prometheus) and, for Slurm, slurmctld's count of job-info RPCs (``sdiag``), which sees
   every query whoever makes it;
 * ``restart``: ``supervisorctl restart jupyterhub`` while held -> every one of the routes
@@ -202,7 +202,7 @@ def run(users: dict[str, dict], plan: list[tuple[str, str]], say: Callable[[str]
         # held: memory, then the scheduler queries over a window with no spawn pending
         res["rss_mb"] = appliance_rss()
         say(f"scale: appliance RSS {json.dumps(res['rss_mb'])}")
-        metric = "appliance_scheduler_status_queries"
+        metric = "appliance_scheduler_status_queries_total"
         try:
             scrape_interval_wait(prom, metric, time.time())
             q0, s0, w0 = prometheus_counter(prom, metric), slurm_job_info_rpcs(), time.time()
