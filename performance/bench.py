@@ -76,8 +76,9 @@ TARGETS = {
 # Phase definitions (all times are wall-clock on one kernel clock: the host and the containers).
 PHASES = {
     "login_s": "login form GET -> spawn request sent (login through the real form, PAM+Kerberos)",
-    "request_to_running_s": "spawn request sent -> job running on the node (the job's first action, "
-                            "the launcher's port report, as logged by the hub)",
+    "request_to_running_s": "spawn request sent -> job running on the node (the node launcher's "
+                            "start: its port report, logged by the hub, minus the seconds it "
+                            "says it took from its start to the server listening)",
     "running_to_ready_s": "job running -> server ready (the hub's POST answers 201, or the progress "
                           "stream says ready)",
     "total_s": "spawn request sent -> server ready (what the user waits for after pressing Start)",
@@ -85,8 +86,9 @@ PHASES = {
     "queue_s": "submit helper done -> job running (scheduler: negotiation/scheduling + job start)",
     "hub_running_lag_s": "job running -> the hub's JobWatcher reports it running (negative: the "
                          "watcher saw it before the launcher's report arrived)",
-    "server_start_s": "job running -> jupyterhub-singleuser listening (its own log line)",
-    "hub_probe_lag_s": "server listening -> hub marks it ready (JupyterHub's wait_up backoff + proxy)",
+    "server_start_s": "job running -> jupyterhub-singleuser listening (the launcher's own figure: "
+                      "it reports the port once the server listens)",
+    "hub_probe_lag_s": "the launcher's port report -> hub marks it ready (route added, hub answers)",
 }
 
 _T0 = time.monotonic()
@@ -452,15 +454,35 @@ def hub_events(since_epoch: float) -> dict[str, list[tuple[float, str, str]]]:
     return ev
 
 
-def server_up_times() -> dict[str, list[float]]:
-    """user -> times at which a notebook server of theirs said 'is running at' (its own log)."""
-    out = sh("appliance", "grep -H 'is running at:' /home/bench*/.jupyterhub-batch/* 2>/dev/null; true")
-    res: dict[str, list[float]] = {}
+LAUNCH_LINE = re.compile(r"appliance-launch: server \(pid \d+, uid \d+\) listens on port \d+; "
+                         r"reporting ([\d.]+) s after start")
+
+
+def server_up_times() -> dict[str, list[tuple[float, float]]]:
+    """user -> [(t_up, start_s)] per notebook job: when its server said 'is running at' (its own
+    log) and how long the node launcher says it took from its start to the server listening
+    (the launcher reports the port only then: issue 9)."""
+    out = sh("appliance", "for f in /home/bench*/.jupyterhub-batch/*.err /home/bench*/.jupyterhub-batch/slurm-*.log; do "
+                          "[ -f \"$f\" ] && echo \"== $f\" && grep -h 'is running at:\\|reporting' \"$f\"; "
+                          "done 2>/dev/null; true")
+    res: dict[str, list[tuple[float, float]]] = {}
+    user, t_up, start = None, None, None
+
+    def flush():
+        if user and t_up is not None and start is not None:
+            res.setdefault(user, []).append((t_up, start))
     for line in out.splitlines():
-        m = re.match(r"^/home/([^/]+)/", line)
-        mm = SERVER_LINE.search(line)
-        if m and mm:
-            res.setdefault(m.group(1), []).append(ts(mm.group(1)))
+        if line.startswith("== "):
+            flush()
+            m = re.match(r"^== /home/([^/]+)/", line)
+            user, t_up, start = (m.group(1) if m else None), None, None
+            continue
+        mm, ml = SERVER_LINE.search(line), LAUNCH_LINE.search(line)
+        if mm and t_up is None:
+            t_up = ts(mm.group(1))
+        if ml and start is None:
+            start = float(ml.group(1))
+    flush()
     return res
 
 
@@ -479,20 +501,24 @@ def add_phases(recs: list[dict], events: dict, up: dict) -> None:
             rec["submit_s"] = round(evs["submitted"][0] - rec["t_request"], 3)
         if "running_seen" in evs:
             rec["host"] = evs["running_seen"][1].split()[-1]
-        if "port_report" in evs:
-            t_run = evs["port_report"][0]
-            rec["t_running"] = t_run
-            rec["request_to_running_s"] = round(t_run - rec["t_request"], 3)
-            if "submitted" in evs:
-                rec["queue_s"] = round(t_run - evs["submitted"][0], 3)
-            if "running_seen" in evs:
-                rec["hub_running_lag_s"] = round(evs["running_seen"][0] - t_run, 3)
-            if rec.get("t_ready"):
-                rec["running_to_ready_s"] = round(rec["t_ready"] - t_run, 3)
-                ups = [t for t in up.get(rec["user"], []) if t_run <= t <= rec["t_ready"]]
-                if ups:
-                    rec["server_start_s"] = round(ups[0] - t_run, 3)
-                    rec["hub_probe_lag_s"] = round(rec["t_ready"] - ups[0], 3)
+        if "port_report" not in evs:
+            continue
+        t_rep = evs["port_report"][0]
+        # this job's launcher figures: its server's own "is running at" falls in the sample
+        ups = [(t, st) for t, st in up.get(rec["user"], [])
+               if lo <= t <= rec.get("t_ready", t_rep) + 0.5]
+        t_run = t_rep - ups[0][1] if ups else t_rep  # the launcher's start: the job's first step
+        rec["t_running"] = t_run
+        rec["request_to_running_s"] = round(t_run - rec["t_request"], 3)
+        if "submitted" in evs:
+            rec["queue_s"] = round(t_run - evs["submitted"][0], 3)
+        if "running_seen" in evs:
+            rec["hub_running_lag_s"] = round(evs["running_seen"][0] - t_run, 3)
+        if ups:
+            rec["server_start_s"] = round(ups[0][1], 3)
+        if rec.get("t_ready"):
+            rec["running_to_ready_s"] = round(rec["t_ready"] - t_run, 3)
+            rec["hub_probe_lag_s"] = round(rec["t_ready"] - t_rep, 3)
         if "hub_took" in evs:
             rec["hub_start_s"] = float(evs["hub_took"][1])
 
@@ -860,12 +886,6 @@ def build_results(data: dict, cpu: Optional[CpuSampler] = None) -> dict:
         b["burst"] = scenario_block([r for r in recs if r.get("mode") == "burst"])
         b["burst"]["measures"] = "same, all burst users logging in and spawning at the same moment"
         b["all"] = scenario_block(recs)
-        # Computed, not measured: the same spawns if the hub noticed the server the moment it
-        # listens (a 50 ms readiness poll in the spawner instead of JupyterHub's backoff probe).
-        for key, rs in (("sequential", seq), ("burst", [r for r in recs if r.get("mode") == "burst"])):
-            b[key]["projected_without_probe_lag"] = summary(
-                [r["total_s"] - r["hub_probe_lag_s"] + 0.05 for r in rs
-                 if r.get("ok") and r.get("hub_probe_lag_s") is not None])
         if name == "htcondor_lane":
             b["routing"] = {"samples_with_slot": sum(1 for r in recs if "notebook_slot" in r),
                             "in_notebook_slot": sum(1 for r in recs if r.get("notebook_slot"))}
@@ -1072,17 +1092,9 @@ def markdown_table(res: dict) -> str:
                          f"{c('server_start_s')} | {c('hub_probe_lag_s')} |")
     lane_r = sc.get("htcondor_lane", {}).get("routing", {})
     sl_r = sc.get("slurm_jhub", {}).get("routing", {})
-    proj = []
-    for name, label in (("htcondor_lane", "HTCondor lane"), ("slurm_jhub", "Slurm jhub")):
-        for mode in ("sequential", "burst"):
-            pj = sc.get(name, {}).get(mode, {}).get("projected_without_probe_lag") or {}
-            proj.append(f"{label} {mode} p50 {fmt(pj.get('p50_s'))} / p95 {fmt(pj.get('p95_s'))} / "
-                        f"max {fmt(pj.get('max_s'))} s")
     lines += ["", f"Routing: {lane_r.get('in_notebook_slot', '-')} of {lane_r.get('samples_with_slot', '-')} "
               f"HTCondor notebooks ran in a notebook slot (the job's LastRemoteHost); Slurm notebooks ran in "
-              f"partition(s) {', '.join(sl_r.get('partitions', [])) or '-'}.", "",
-              "Computed, not measured: total minus the hub probe lag plus 50 ms (a spawner that polls the "
-              "server every 50 ms after the port report): " + "; ".join(proj) + "."]
+              f"partition(s) {', '.join(sl_r.get('partitions', [])) or '-'}."]
     br = sc.get("browser", {}).get("results") or {}
     if br:
         lines += ["", "What users feel (performance/browser_bench.py; Chromium, a fresh profile per "
@@ -1103,7 +1115,7 @@ def markdown_table(res: dict) -> str:
         lines += ["", f"Scale (performance/scale.py): {scale.get('ready')} of {scale.get('n')} sessions "
                   f"({', '.join(f'{v} {k}' for k, v in scale.get('backends', {}).items())}) ready, started "
                   f"{scale.get('wave')} at a time in {fmt(scale.get('start_all_s'))} s (spawn request -> "
-                  f"ready p50 {fmt(pct(tot, 50))} s, max {fmt(max(tot) if tot else None)} s); held: "
+                  f"ready p50 {fmt(pct(tot, 0.5))} s, max {fmt(max(tot) if tot else None)} s); held: "
                   f"appliance RSS hub {fmt(rss.get('hub'))} + CHP {fmt(rss.get('chp'))} + nginx "
                   f"{fmt(rss.get('nginx'))} + bridge {fmt(rss.get('bridge'))} = "
                   f"{fmt(rss.get('sum_hub_chp_nginx_bridge'))} MB (whole container "

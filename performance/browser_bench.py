@@ -84,10 +84,26 @@ def one_run(ctx, backend: str, user: str, password: str, link: dict | None) -> d
     if link:
         cdp.send("Network.emulateNetworkConditions", link)
     got = {"bytes": 0, "requests": 0, "cached": 0}
+    # one entry per request and redirect hop (a redirect keeps the requestId): url, type, start,
+    # end (CDP's clock, seconds); hop[requestId] = the key of its current hop
+    reqs: dict[str, dict] = {}
+    hop: dict[str, str] = {}
+
+    def sent(ev):
+        rid = ev["requestId"]
+        if rid in hop and "redirectResponse" in ev:
+            reqs[hop[rid]]["end"] = ev["timestamp"]
+        key = f"{rid}#{len([k for k in reqs if k.startswith(rid + '#')])}"
+        hop[rid] = key
+        reqs[key] = {"url": ev["request"]["url"], "type": ev.get("type", ""),
+                     "start": ev["timestamp"]}
 
     def finished(ev):
         got["bytes"] += ev.get("encodedDataLength", 0)
         got["requests"] += 1
+        if ev["requestId"] in hop:
+            reqs[hop[ev["requestId"]]]["end"] = ev["timestamp"]
+    cdp.on("Network.requestWillBeSent", sent)
     cdp.on("Network.loadingFinished", finished)
     cdp.on("Network.requestServedFromCache", lambda ev: got.__setitem__("cached", got["cached"] + 1))
     page.goto(f"{SITE_URL}/hub/login")
@@ -101,6 +117,7 @@ def one_run(ctx, backend: str, user: str, password: str, link: dict | None) -> d
     page.wait_for_url("**/hub/spawn**", timeout=60000)
     page.get_by_label(PRESETS[backend]).check()
     before = dict(got)
+    known = set(reqs)
     t0 = time.monotonic()
     page.click("input[type=submit], button[type=submit]")
     page.wait_for_url(f"**/user/{user}/lab**", timeout=240000)
@@ -109,11 +126,51 @@ def one_run(ctx, backend: str, user: str, password: str, link: dict | None) -> d
     page.wait_for_selector(".jp-DirListing-content", timeout=120000)
     t_usable = time.monotonic() - t0
     page.close()
-    return {"redirect_s": round(t_redirect, 2), "usable_s": round(t_usable, 2),
+    phases = network_phases([r for k, r in reqs.items() if k not in known], user)
+    return {"redirect_s": round(t_redirect, 2), "usable_s": round(t_usable, 2), "network": phases,
             "after_redirect_s": round(t_usable - t_redirect, 2),
             "kbytes": round((got["bytes"] - before["bytes"]) / 1024, 1),
             "requests": got["requests"] - before["requests"],
             "from_cache": got["cached"] - before["cached"]}
+
+
+def network_phases(reqs: list[dict], user: str) -> dict:
+    """Where the browser's time went after the click, from its own network events (seconds from
+    the first request after the click, the spawn POST): when JupyterLab's page was asked for and
+    done, when its last script/font arrived, and the span and busy time of its API calls."""
+    if not reqs:
+        return {}
+    t0 = min(r["start"] for r in reqs)
+
+    def rel(x):
+        return None if x is None else round(x - t0, 3)
+    lab = [r for r in reqs if r["type"] == "Document" and f"/user/{user}/lab" in r["url"]]
+    assets = [r for r in reqs if r["type"] in ("Script", "Stylesheet", "Font") and "end" in r]
+    api = [r for r in reqs if r["type"] in ("XHR", "Fetch") and f"/user/{user}/" in r["url"]
+           and "end" in r]
+    busy, cur = 0.0, None  # the union of the API calls' intervals
+    for a, b in sorted((r["start"], r["end"]) for r in api):
+        if cur is None or a > cur[1]:
+            if cur is not None:
+                busy += cur[1] - cur[0]
+            cur = [a, b]
+        else:
+            cur[1] = max(cur[1], b)
+    if cur is not None:
+        busy += cur[1] - cur[0]
+    durs = sorted(r["end"] - r["start"] for r in api)
+    return {
+        "lab_page_start_s": rel(lab[0]["start"]) if lab else None,
+        "lab_page_done_s": rel(lab[-1].get("end")) if lab else None,
+        "last_asset_done_s": rel(max((r["end"] for r in assets), default=None)),
+        "assets": len(assets),
+        "api_calls": len(api),
+        "api_first_start_s": rel(min((r["start"] for r in api), default=None)),
+        "api_last_done_s": rel(max((r["end"] for r in api), default=None)),
+        "api_busy_s": round(busy, 3),
+        "api_call_p50_s": round(durs[len(durs) // 2], 3) if durs else None,
+        "api_call_max_s": round(durs[-1], 3) if durs else None,
+    }
 
 
 def measure(backends: list[str], runs: int, say=print) -> dict:

@@ -201,6 +201,8 @@ class KerberosCredmon:
             os.utime(fd, ns=(ahead, ahead)) if ahead else os.utime(fd)
         finally:
             os.close(fd)
+        log.info("%s: touched (the same ticket stored again)%s", cc_name,
+                 "; mtime set to the next second" if ahead else "")
 
     def process_user(self, user: str) -> UserStatus:
         status = UserStatus(user=user)

@@ -30,6 +30,7 @@ from traitlets import Float, Integer, Unicode, default
 
 from .bridge import CredentialBridge, no_ccache_result
 from .login_backoff import LoginBackoff
+from .login_start import LoginStartHandler
 
 PAM_ESTABLISH_CRED = 2
 PAM_AUTHINFO_UNAVAIL = 9  # "authentication service cannot retrieve authentication info"
@@ -104,8 +105,10 @@ class KerberosPAMAuthenticator(Authenticator):
     """
 
     def get_handlers(self, app):
-        # registered before JupyterHub's own handlers, so this /logout is the one that answers
-        return super().get_handlers(app) + [("/logout", CredentialLogoutHandler)]
+        # registered before JupyterHub's own handlers, so this /logout is the one that answers;
+        # /login is JupyterHub's LoginHandler plus the optional start on login
+        # (BatchSpawner.start_on_login, appliance.hub.login_start)
+        return [("/login", LoginStartHandler), ("/logout", CredentialLogoutHandler)]
 
     service = Unicode("jupyterhub", help="PAM service name (/etc/pam.d/<service>).").tag(config=True)
     credential_warn_seconds = Float(

@@ -11,6 +11,7 @@ import appliance.hub as _hub_pkg
 from appliance import internaltls, publicorigin
 from appliance.hub.availability_api import availability_handlers
 from appliance.hub.handlers import default_handlers
+from appliance.hub.login_start import login_start_handlers
 from appliance.hub.session_api import session_handlers
 from appliance.hub.spawner import BatchSpawner
 
@@ -62,7 +63,7 @@ c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
 # JupyterHub's own pass over every user's activity (it re-checks the routes too).
 c.JupyterHub.last_activity_interval = 30
 c.JupyterHub.extra_handlers = (list(default_handlers) + list(session_handlers)
-                               + list(availability_handlers))
+                               + list(availability_handlers) + list(login_start_handlers))
 c.JupyterHub.allow_named_servers = False
 c.JupyterHub.template_vars = {"appliance": True}
 # The home page adds the user's Kerberos credential state (templates/home.html extends the stock
@@ -89,6 +90,11 @@ for _fragment in sorted(glob.glob(os.path.join(os.path.dirname(_hub_pkg.__file__
 _site = os.environ.get("APPLIANCE_CONFIG", "/etc/appliance/appliance_config.py")
 if os.path.exists(_site):
     load_subconfig(_site)  # noqa: F821
+# ... then any drop-ins, in name order (config management, or one setting turned on for a while
+# without touching the mounted file: tests/integration/test_login_start.py).
+_site_dir = os.environ.get("APPLIANCE_CONFIG_DIR", "/etc/appliance/appliance_config.d")
+for _dropin in sorted(glob.glob(os.path.join(_site_dir, "*.py"))):
+    load_subconfig(_dropin)  # noqa: F821
 
 # Idle culling (appliance/hub/culling.py): the hub-managed jupyterhub-idle-culler, when the site
 # set c.IdleCulling.timeouts (after the site config: it decides).

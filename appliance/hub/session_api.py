@@ -57,7 +57,8 @@ def running_view(spawner, now: float) -> Optional[dict]:
     view = session_view(backend=spawner.backend, job_id=spawner.job_id, host=spawner.job_host,
                         st=st, max_seconds=max_s, extend_enabled=bool(spawner.allow_extension),
                         now=now)
-    view.update(ready=bool(spawner.ready), pending=spawner.pending)
+    view.update(ready=bool(spawner.ready), pending=spawner.pending,
+                started_on_login=bool(getattr(spawner, "started_on_login", False)))
     return view
 
 

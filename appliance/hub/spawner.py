@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 
 from jupyterhub.spawner import Spawner
 from tornado import web
-from traitlets import Dict, Float, Instance, Integer, List, TraitError, Tuple, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Instance, Integer, List, TraitError, Tuple, Unicode, default, validate
 
 from ..options import DEFAULT_RESERVED_ENV, Bounds, OptionsError, UserOptions, validate_options
 from . import metrics, servertls
@@ -122,6 +122,19 @@ class BatchSpawner(SessionEndings, Spawner):
         Unicode(), default_value=["htcondor"],
         help="Backends that need the user's Kerberos ticket (submission and job) through the "
         "credential bridge.",
+    ).tag(config=True)
+    # On the spawner, not the authenticator: it decides what gets started (the last options,
+    # checked like a form spawn) and costs a batch job per login, like the other settings here;
+    # the login handler (appliance.hub.login_start) only supplies the moment.
+    start_on_login = Bool(
+        False,
+        help="Start on login: a user who logs in with no server but with last options that are "
+        "still valid gets a spawn of those options submitted at once (the login does not wait "
+        "for it); the home page says so and offers 'Choose other options', which stops it and "
+        "opens the form. Never after a last start that failed or was refused, nor when the "
+        "login's Kerberos ticket was not stored (backends in require_credential), nor beyond "
+        "the hub's concurrent_spawn_limit / active_server_limit. Costs a batch job per such "
+        "login, whether or not the user then works in it (docs/admin.md).",
     ).tag(config=True)
     credential_min_valid = Float(
         60.0, min=0, max=86400,
@@ -269,6 +282,9 @@ class BatchSpawner(SessionEndings, Spawner):
         # hub's database) and the form data of the attempt being made now (with its refusal)
         self.last_options: Optional[dict] = None
         self._attempt: Optional[tuple[dict, Optional[OptionsError]]] = None
+        # this server was started by the login (start_on_login), not by a request of the user:
+        # kept in the state until that server stops (clear_state)
+        self.started_on_login = False
         self._init_endings()
         self._presets = self.checked_presets()  # once: the presets and bounds are config
         self._tls: Optional[ServerTLS] = None
@@ -353,6 +369,15 @@ class BatchSpawner(SessionEndings, Spawner):
         fields = [(k, v) for k, v in values.items() if v != ""]
         return {"summary": summary(opts.__dict__), "fields": [("preset", "")] + fields}
 
+    def login_start_view(self) -> Optional[dict]:
+        """For the home page while the server the login started (start_on_login) is active:
+        {"summary": its options in words, "ready": bool}; else None."""
+        if not (self.started_on_login and self.active):
+            return None
+        choice = self.last_choice()  # the options of this spawn: apply_user_options set them
+        return {"summary": choice["summary"] if choice else "your last options",
+                "ready": bool(self.ready)}
+
     @staticmethod
     async def _render_options_form(spawner: "BatchSpawner") -> str:
         """The spawn page form (templates/spawn_form.html, overridable via template_paths)."""
@@ -415,6 +440,8 @@ class BatchSpawner(SessionEndings, Spawner):
             state["last_outcome"] = self.last_outcome.to_state()
         if self.last_options:
             state["last_options"] = self.last_options
+        if self.started_on_login:
+            state["started_on_login"] = True
         return state
 
     def load_state(self, state):
@@ -426,12 +453,18 @@ class BatchSpawner(SessionEndings, Spawner):
         self.last_outcome = Outcome.from_state(state.get("last_outcome")) or self.last_outcome
         if isinstance(state.get("last_options"), dict):
             self.last_options = state["last_options"]
+        self.started_on_login = state.get("started_on_login") is True
 
     def clear_state(self):
         # The last outcome stays: it is what the user sees after the server is gone; so do the
         # last options (the next form opens with them).
         super().clear_state()
         self._unfollow()
+        # JupyterHub clears the state at the start of a spawn too, with that spawn already
+        # pending (spawn_single_user sets it first), and at the end of every stop, with nothing
+        # pending: the mark of a start on login lasts exactly as long as its server.
+        if not self._spawn_pending:
+            self.started_on_login = False
         self.job_id = ""
         self.backend = ""
         self.job_host = ""

@@ -1,10 +1,12 @@
 """Fakes for the hub's unit tests: a scheduler that follows the ``Scheduler`` interface on a
-scripted cluster, the submit helper as a fake command, and spawners built the way JupyterHub's
-``User`` builds them (a real in-memory hub database, no running hub)."""
+scripted cluster, the submit helper as a fake command, spawners built the way JupyterHub's
+``User`` builds them (a real in-memory hub database, no running hub), and for tests against a
+real ``MockHub``: a proxy on a dict and the credential bridge's socket."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pwd
@@ -14,7 +16,9 @@ from typing import Callable, Optional
 
 from jupyterhub import orm
 from jupyterhub.objects import Hub
+from jupyterhub.proxy import Proxy
 from jupyterhub.user import User
+from traitlets import default
 from traitlets.config import Config
 
 from appliance.hub.registry import Registry
@@ -143,3 +147,68 @@ def new_spawner(db, registry: Registry, *, name: str = ACCOUNT, config: Optional
     traits.setdefault("hub", Hub())
     traits.setdefault("api_token", "hub-api-token-of-this-server")
     return user._new_spawner("", spawner_class=BatchSpawner, registry=registry, **traits)
+
+
+class DictProxy(Proxy):
+    """JupyterHub's Proxy interface on a dict, so the hub needs no configurable-http-proxy."""
+
+    @default("should_start")
+    def _no_process(self):
+        return False
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.routes: dict[str, dict] = {}
+
+    async def add_route(self, routespec, target, data):
+        self.routes[routespec] = {"routespec": routespec, "target": target, "data": data}
+
+    async def delete_route(self, routespec):
+        self.routes.pop(routespec, None)
+
+    async def get_all_routes(self):
+        return dict(self.routes)
+
+
+class FakeBridge:
+    """The credential bridge's socket: one JSON request line in, one JSON answer line out."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.requests: list[dict] = []
+        self.states: dict[str, dict] = {}
+
+    async def start(self):
+        self.server = await asyncio.start_unix_server(self._serve, self.path)
+
+    async def _serve(self, reader, writer):
+        request = json.loads(await reader.readline())
+        self.requests.append(request)
+        answer = {"ok": True, "state": self.states.get(request.get("user"))}
+        writer.write(json.dumps(answer).encode() + b"\n")
+        await writer.drain()
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def mock_hub(c: Config, bridge: "FakeBridge"):
+    """A started MockHub with config ``c`` and the fake credential bridge, with its own
+    auth-state key; stopped and cleared again at the end."""
+    from jupyterhub import crypto
+    from jupyterhub.tests.mocking import MockHub
+
+    keeper = crypto.CryptKeeper.instance()
+    keys_before = keeper.keys
+    keeper.keys = [os.urandom(32)]
+    app = MockHub.instance(config=c)
+    try:
+        await app.initialize([])
+        await app.start()
+        app.bridge = bridge
+        yield app
+    finally:
+        app.log.handlers = []
+        MockHub.clear_instance()
+        await app.stop()
+        bridge.server.close()
+        keeper.keys = keys_before

@@ -261,3 +261,34 @@ def test_a_credd_whose_cc_never_moves_is_an_error():
     with pytest.raises(RuntimeError, match="did not confirm"):
         s.put("alice", b"new")
     assert lane.cred[user] == b"new"
+
+
+def test_a_store_whose_credmon_wakeup_is_lost_is_made_again():
+    """The credd wrote the store but its credmon never looked (the wakeup lost): after
+    ``restore_after`` the bridge stores again, and that store is confirmed."""
+    pool, lane = ahead_pool(direct=True)
+    user = "alice@mini.test"
+    lane.cc[user] = (b"old", time.time() - 5)
+    lane.cred[user] = b"old"
+    real_credmon, lost = lane._credmon, []
+
+    def once_deaf(u, data):
+        if not lost:
+            lost.append(u)  # the first wakeup goes nowhere
+            return
+        real_credmon(u, data)
+    lane._credmon = once_deaf
+    s = HTCondorCredStore("lane.mini.test", module=pool, poll=0.01, confirm_timeout=3,
+                          restore_after=0.3)
+    t0 = time.monotonic()
+    s.put("alice", b"new")
+    assert lane.adds == [user, user] and lane.cc[user][0] == b"new"
+    assert 0.3 <= time.monotonic() - t0 < 2.0
+
+
+def test_a_confirmed_store_is_made_once():
+    pool, lane = ahead_pool(direct=True)
+    s = HTCondorCredStore("lane.mini.test", module=pool, poll=0.01, confirm_timeout=3,
+                          restore_after=0.3)
+    s.put("alice", b"new")
+    assert lane.adds == ["alice@mini.test"]

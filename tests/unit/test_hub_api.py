@@ -5,67 +5,22 @@ unix socket speaking its JSON-lines protocol) are stand-ins; no server is spawne
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
 
 import pytest
 import pytest_asyncio
-from jupyterhub import crypto
-from jupyterhub.proxy import Proxy
-from jupyterhub.tests.mocking import MockHub
 from jupyterhub.tests.utils import add_user, api_request
-from traitlets import default
 from traitlets.config import Config
 
 from appliance.hub.authenticator import KerberosPAMAuthenticator
 from appliance.hub.handlers import default_handlers
 from appliance.hub.spawner import BatchSpawner
+from tests.unit.hub_fakes import DictProxy, FakeBridge, mock_hub
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 SERVICE_TOKEN = "token-of-a-hub-service-not-a-user"
-
-
-class DictProxy(Proxy):
-    """JupyterHub's Proxy interface on a dict, so the hub needs no configurable-http-proxy."""
-
-    @default("should_start")
-    def _no_process(self):
-        return False
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.routes: dict[str, dict] = {}
-
-    async def add_route(self, routespec, target, data):
-        self.routes[routespec] = {"routespec": routespec, "target": target, "data": data}
-
-    async def delete_route(self, routespec):
-        self.routes.pop(routespec, None)
-
-    async def get_all_routes(self):
-        return dict(self.routes)
-
-
-class FakeBridge:
-    """The credential bridge's socket: one JSON request line in, one JSON answer line out."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.requests: list[dict] = []
-        self.states: dict[str, dict] = {}
-
-    async def start(self):
-        self.server = await asyncio.start_unix_server(self._serve, self.path)
-
-    async def _serve(self, reader, writer):
-        request = json.loads(await reader.readline())
-        self.requests.append(request)
-        answer = {"ok": True, "state": self.states.get(request.get("user"))}
-        writer.write(json.dumps(answer).encode() + b"\n")
-        await writer.drain()
-        writer.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -85,19 +40,8 @@ async def hub(tmp_path_factory):
     c.CredentialBridge.socket = bridge.path
     c.BatchSpawner.port_range = (40000, 40100)
     c.BatchSpawner.max_cpus = 6
-    keeper = crypto.CryptKeeper.instance()
-    keys_before = keeper.keys
-    keeper.keys = [os.urandom(32)]
-    app = MockHub.instance(config=c)
-    await app.initialize([])
-    await app.start()
-    app.bridge = bridge
-    yield app
-    app.log.handlers = []
-    MockHub.clear_instance()
-    await app.stop()
-    bridge.server.close()
-    keeper.keys = keys_before
+    async with mock_hub(c, bridge) as app:
+        yield app
     os.chdir(cwd)
 
 

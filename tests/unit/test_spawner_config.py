@@ -77,6 +77,7 @@ def load_hub_config(monkeypatch, tmp_path, site: str) -> Config:
     site_file.write_text("c = get_config()\n" + site)
     monkeypatch.setenv("APPLIANCE_CONFIG", str(site_file))
     monkeypatch.setenv("APPLIANCE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("APPLIANCE_CONFIG_DIR", str(tmp_path / "appliance_config.d"))
     return PyFileConfigLoader(HUB_CONFIG.name, path=str(HUB_CONFIG.parent)).load_config()
 
 
@@ -91,9 +92,25 @@ def test_hub_config_loads_the_site_file(monkeypatch, tmp_path):
     assert [h[0] for h in c.JupyterHub.extra_handlers] == [
         "/api/batch/port", "/api/batch/options-schema", "/api/batch/credential",
         "/api/batch/session", "/api/batch/session/extend", "/api/batch/cull",
-        "/api/batch/availability", "/api/batch/availability/schema"]
+        "/api/batch/availability", "/api/batch/availability/schema", "/batch/other-options"]
     # no idle limit set: no culler service
     assert not any(s.get("name") == "idle-culler" for s in c.JupyterHub.services)
+
+
+def test_drop_ins_load_after_the_site_file_in_name_order(monkeypatch, tmp_path):
+    drop_ins = tmp_path / "appliance_config.d"
+    drop_ins.mkdir()
+    (drop_ins / "20-later.py").write_text("c = get_config()\nc.BatchSpawner.max_cpus = 5\n")
+    (drop_ins / "10-login.py").write_text("c = get_config()\nc.BatchSpawner.max_cpus = 4\n"
+                                          "c.BatchSpawner.start_on_login = True\n")
+    (drop_ins / "README").write_text("c.BatchSpawner.max_cpus = 99  (not a .py file: ignored)\n")
+    c = load_hub_config(monkeypatch, tmp_path, "c.BatchSpawner.max_cpus = 3\n")
+    assert c.BatchSpawner.max_cpus == 5 and c.BatchSpawner.start_on_login is True
+
+
+def test_start_on_login_is_off_by_default(monkeypatch, tmp_path):
+    c = load_hub_config(monkeypatch, tmp_path, "")
+    assert "start_on_login" not in c.BatchSpawner and spawner().start_on_login is False
 
 
 def test_site_idle_limits_start_the_culler_service(monkeypatch, tmp_path):
