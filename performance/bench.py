@@ -137,6 +137,23 @@ def hub_up(timeout: float = 120) -> bool:
     return False
 
 
+START_ON_LOGIN = "/etc/appliance/appliance_config.d/50-bench-start-on-login.py"
+
+
+def set_start_on_login(on: bool) -> None:
+    """Turn BatchSpawner.start_on_login on or off (a config drop-in) and restart the hub."""
+    if on:
+        sh("appliance", f"install -d /etc/appliance/appliance_config.d && printf "
+                        f"'c.BatchSpawner.start_on_login = True\\n' > {START_ON_LOGIN}")
+    else:
+        out = sh("appliance", f"test -e {START_ON_LOGIN} && rm -f {START_ON_LOGIN} && echo removed; true")
+        if "removed" not in out:
+            return  # already off: no restart
+    sh("appliance", "supervisorctl -c /etc/supervisor/appliance.conf restart jupyterhub", timeout=180)
+    if not hub_up(180):
+        raise RuntimeError("the hub did not come back after switching start_on_login")
+
+
 def appliance_identity() -> str:
     """The appliance container's id and start time (changes when anyone restarts/recreates it)."""
     r = podman("inspect", f"{PROJECT}_appliance_1", "--format", "{{.Id}} {{.State.StartedAt}}", check=False)
@@ -800,6 +817,10 @@ def cleanup(users: dict[str, dict], names: list[str]) -> None:
         return
     _CLEANED.set()
     say("cleanup: stopping bench servers, removing batch load")
+    try:
+        set_start_on_login(False)  # an aborted login scenario must not leave the setting on
+    except Exception as e:
+        say(f"cleanup start_on_login: {e}")
     for svc, script in [
         ("condor-schedd", "condor_rm -const 'JbaBench =?= true' >/dev/null 2>&1; "
                           "rm -f /home/bench*/.jba-bench-*.start; true"),
@@ -1108,6 +1129,16 @@ def markdown_table(res: dict) -> str:
                          f"{fmt(b.get('usable_max_s'))} | {fmt(b.get('redirect_p50_s'))} | "
                          f"{fmt(b.get('after_redirect_p50_s'))} | {fmt(b.get('kbytes_p50'))} | "
                          f"{fmt(b.get('requests_p50'))} |")
+    ls = sc.get("browser", {}).get("login_start") or {}
+    if ls:
+        lines += ["", "Login click -> JupyterLab usable, a returning user (last options of that "
+                  "backend), `BatchSpawner.start_on_login` off (login, spawn page, Start) and on "
+                  "(login starts the server; the home page's My Server):", "",
+                  "| backend / start on login | n | failures | usable p50 s | max s |",
+                  "|---|---|---|---|---|"]
+        for key, b in ls.items():
+            lines.append(f"| {key} | {b.get('n')} | {b.get('failures')} | "
+                         f"{fmt(b.get('usable_p50_s'))} | {fmt(b.get('usable_max_s'))} |")
     scale = sc.get("scale")
     if scale:
         rss, rs, q = scale.get("rss_mb", {}), scale.get("restart", {}), scale.get("queries", {})
@@ -1307,6 +1338,11 @@ def main() -> int:
                                    ["htcondor"] + ([] if args.skip_slurm else ["slurm"]),
                                    browser_runs, say)}
             WINDOWS["browser"] = (t_b, time.time())
+            check_time(300)
+            say("browser: login -> JupyterLab usable, start_on_login off and on")
+            data["browser"]["login_start"] = browser_bench.measure_login_start(
+                ["htcondor"] + ([] if args.skip_slurm else ["slurm"]), browser_runs,
+                set_start_on_login, say)
         if not args.skip_scale:
             check_time(600)
             import scale  # performance/scale.py

@@ -7,6 +7,10 @@ For each backend (HTCondor notebook lane, Slurm ``jhub``) and scenario:
 * ``slow``  cold, over an emulated 20 Mbit/s, 40 ms link (Chrome DevTools Protocol
   ``Network.emulateNetworkConditions``), as for users outside the campus.
 
+Also (``measure_login_start``, run by performance/bench.py, which switches the hub's setting):
+login click -> JupyterLab usable for a returning user, with ``BatchSpawner.start_on_login`` off
+(login, the spawn page's preset, Start) and on (login, the home page's "My Server").
+
 Each run: log in, pick the preset of the backend, click Start (t=0); ``redirect`` = the browser is
 sent to the server (spawn done, pending page over), ``usable`` = JupyterLab's shell, status bar
 and file listing are shown. Also the bytes the browser received (``encodedDataLength`` of every
@@ -230,6 +234,80 @@ def measure(backends: list[str], runs: int, say=print) -> dict:
             browser.close()
     return out
 
+
+
+def login_to_usable(ctx, backend: str, user: str, password: str, start_on_login: bool) -> dict:
+    """Login click (t=0) -> JupyterLab usable, as a returning user does it: with start on login
+    the login itself starts the server and the home page's "My Server" leads to it; without it,
+    the spawn page's preset and Start. The user must have last options of that backend."""
+    page = ctx.new_page()
+    page.goto(f"{SITE_URL}/hub/login")
+    page.fill("#username_input", user)
+    page.fill("#password_input", password)
+    t0 = time.monotonic()
+    page.click("#login_submit")
+    if start_on_login:
+        page.wait_for_url("**/hub/home**", timeout=60000)
+        t_home = time.monotonic() - t0
+        page.click("#start")
+    else:
+        page.wait_for_url("**/hub/spawn**", timeout=60000)
+        t_home = time.monotonic() - t0
+        page.get_by_label(PRESETS[backend]).check()
+        page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url(f"**/user/{user}/lab**", timeout=240000)
+    page.wait_for_selector(".jp-LabShell #jp-main-statusbar", timeout=120000)
+    page.wait_for_selector(".jp-DirListing-content", timeout=120000)
+    t_usable = time.monotonic() - t0
+    page.close()
+    return {"page_s": round(t_home, 2), "usable_s": round(t_usable, 2)}
+
+
+def measure_login_start(backends: list[str], runs: int, set_start_on_login, say=print) -> dict:
+    """Login -> usable with ``start_on_login`` off and on (``set_start_on_login(bool)`` switches
+    the hub's setting and waits for the hub); {"<backend>/<off|on>": {...}}."""
+    users = demo_users()
+    from playwright.sync_api import sync_playwright
+
+    out: dict = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run",
+                                          "--disable-background-networking",
+                                          f"--ignore-certificate-errors-spki-list={site_spki()}"])
+        try:
+            for mode in ("off", "on"):
+                set_start_on_login(mode == "on")
+                _CLIENTS.clear()  # the hub restarted: log in again for the stops
+                for backend in backends:
+                    user = USERS[backend]
+                    pw = users[user]["password"]
+                    samples, errors = [], []
+                    for _ in range(runs):
+                        stop(user, pw)
+                        ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+                        try:
+                            samples.append(login_to_usable(ctx, backend, user, pw, mode == "on"))
+                        except Exception as e:  # a failure is a result
+                            errors.append(f"{type(e).__name__}: {e}"[:300])
+                        finally:
+                            ctx.close()
+                            stop(user, pw)
+                    usable = [s["usable_s"] for s in samples]
+                    block = {"samples": samples, "errors": errors, "n": runs,
+                             "failures": len(errors)}
+                    if usable:
+                        block.update(usable_p50_s=round(statistics.median(usable), 2),
+                                     usable_max_s=max(usable))
+                    out[f"{backend}/{mode}"] = block
+                    say(f"login->usable {backend:9s} start_on_login {mode:3s}: "
+                        + (f"p50 {block['usable_p50_s']:5.2f} s (max {block['usable_max_s']:5.2f})"
+                           if usable else "no sample")
+                        + (f"; {len(errors)} failed: {errors[0]}" if errors else ""))
+        finally:
+            set_start_on_login(False)
+            browser.close()
+    return out
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="browser_bench")
