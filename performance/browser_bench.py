@@ -177,6 +177,25 @@ def network_phases(reqs: list[dict], user: str) -> dict:
     }
 
 
+def launch(p):
+    """Debian's Chromium, headless. The site's certificate is trusted by its key (as a user's
+    browser trusts a real one): Chromium keeps nothing in its HTTP cache from a connection with a
+    certificate error, so with ignore_https_errors a "returning user" would download everything
+    again."""
+    return p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                             args=["--no-sandbox", "--disable-gpu", "--no-first-run",
+                                   "--disable-background-networking",
+                                   f"--ignore-certificate-errors-spki-list={site_spki()}"])
+
+
+def wait_usable(page, user: str) -> None:
+    """Until the browser is on the user's JupyterLab and its shell, status bar and file listing
+    are shown."""
+    page.wait_for_url(f"**/user/{user}/lab**", timeout=240000)
+    page.wait_for_selector(".jp-LabShell #jp-main-statusbar", timeout=120000)
+    page.wait_for_selector(".jp-DirListing-content", timeout=120000)
+
+
 def measure(backends: list[str], runs: int, say=print) -> dict:
     """Every backend x scenario ``runs`` times; {"<backend>/<scenario>": {"samples": [...],
     "usable_p50_s", "usable_max_s", ...}} (also used by performance/bench.py)."""
@@ -185,13 +204,7 @@ def measure(backends: list[str], runs: int, say=print) -> dict:
 
     out: dict = {}
     with sync_playwright() as p:
-        # The site's certificate is trusted by its key (as a user's browser trusts a real one):
-        # Chromium keeps nothing in its HTTP cache from a connection with a certificate error, so
-        # with ignore_https_errors a "returning user" would download everything again.
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run",
-                                          "--disable-background-networking",
-                                          f"--ignore-certificate-errors-spki-list={site_spki()}"])
+        browser = launch(p)
         try:
             for backend in backends:
                 user = USERS[backend]
@@ -255,9 +268,7 @@ def login_to_usable(ctx, backend: str, user: str, password: str, start_on_login:
         t_home = time.monotonic() - t0
         page.get_by_label(PRESETS[backend]).check()
         page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(f"**/user/{user}/lab**", timeout=240000)
-    page.wait_for_selector(".jp-LabShell #jp-main-statusbar", timeout=120000)
-    page.wait_for_selector(".jp-DirListing-content", timeout=120000)
+    wait_usable(page, user)
     t_usable = time.monotonic() - t0
     page.close()
     return {"page_s": round(t_home, 2), "usable_s": round(t_usable, 2)}
@@ -271,10 +282,7 @@ def measure_login_start(backends: list[str], runs: int, set_start_on_login, say=
 
     out: dict = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run",
-                                          "--disable-background-networking",
-                                          f"--ignore-certificate-errors-spki-list={site_spki()}"])
+        browser = launch(p)
         try:
             for mode in ("off", "on"):
                 set_start_on_login(mode == "on")
