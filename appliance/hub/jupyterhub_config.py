@@ -4,10 +4,17 @@ Site settings go in the mounted /etc/appliance/appliance_config.py (traitlets co
 it can override anything here). See docs/admin.md.
 """
 
+import faulthandler
 import os
+import signal
 import socket
 
 import appliance.hub as _hub_pkg
+
+# `supervisorctl signal USR1 jupyterhub` writes every thread's stack to the hub's log: for a hub
+# that does not exit after its shutdown's "...done" (seen once with 120 sessions: supervisor
+# killed it after 30 s; docs/reliability.md).
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 from appliance import internaltls, publicorigin
 from appliance.hub.availability_api import availability_handlers
 from appliance.hub.handlers import default_handlers
