@@ -267,8 +267,14 @@ def run(users: dict[str, dict], plan: list[tuple[str, str]], say: Callable[[str]
         sw = threading.Thread(target=sweeper, daemon=True)
         sw.start()
         t_r = time.time()
+        # a hub still alive 8 s after SIGTERM writes its threads' stacks to its log (SIGUSR1,
+        # appliance/hub/jupyterhub_config.py): what keeps it from exiting (seen once: 30 s)
+        dump = threading.Timer(8.0, lambda: site_exec(
+            "appliance", "pkill", "-USR1", "-f", "bin/jupyterhub -f", check=False))
+        dump.start()
         site_exec("appliance", "supervisorctl", "-c", "/etc/supervisor/appliance.conf",
                   "restart", "jupyterhub", timeout=180)
+        dump.cancel()
         res["restart"] = {"command_s": round(time.time() - t_r, 2)}
         api = hub_health_back(t_r)
         res["restart"]["hub_api_s"] = api
