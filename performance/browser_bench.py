@@ -249,7 +249,8 @@ def measure(backends: list[str], runs: int, say=print) -> dict:
 
 
 
-def login_to_usable(ctx, backend: str, user: str, password: str, start_on_login: bool) -> dict:
+def login_to_usable(ctx, backend: str, user: str, password: str, start_on_login: bool,
+                    think_s: float = 0.0) -> dict:
     """Login click (t=0) -> JupyterLab usable, as a returning user does it: with start on login
     the login itself starts the server and the home page's "My Server" leads to it; without it,
     the spawn page's preset and Start. The user must have last options of that backend."""
@@ -262,10 +263,12 @@ def login_to_usable(ctx, backend: str, user: str, password: str, start_on_login:
     if start_on_login:
         page.wait_for_url("**/hub/home**", timeout=60000)
         t_home = time.monotonic() - t0
+        page.wait_for_timeout(think_s * 1000)  # a person reading the page before the click
         page.click("#start")
     else:
         page.wait_for_url("**/hub/spawn**", timeout=60000)
         t_home = time.monotonic() - t0
+        page.wait_for_timeout(think_s * 1000)
         page.get_by_label(PRESETS[backend]).check()
         page.click("input[type=submit], button[type=submit]")
     wait_usable(page, user)
@@ -274,9 +277,11 @@ def login_to_usable(ctx, backend: str, user: str, password: str, start_on_login:
     return {"page_s": round(t_home, 2), "usable_s": round(t_usable, 2)}
 
 
-def measure_login_start(backends: list[str], runs: int, set_start_on_login, say=print) -> dict:
+def measure_login_start(backends: list[str], runs: int, set_start_on_login, say=print,
+                        think_s: float = 0.0) -> dict:
     """Login -> usable with ``start_on_login`` off and on (``set_start_on_login(bool)`` switches
-    the hub's setting and waits for the hub); {"<backend>/<off|on>": {...}}."""
+    the hub's setting and waits for the hub); {"<backend>/<off|on>": {...}}. ``think_s``: how
+    long the user looks at the page after the login before clicking (0: a script's user)."""
     users = demo_users()
     from playwright.sync_api import sync_playwright
 
@@ -295,7 +300,8 @@ def measure_login_start(backends: list[str], runs: int, set_start_on_login, say=
                         stop(user, pw)
                         ctx = browser.new_context(viewport={"width": 1280, "height": 800})
                         try:
-                            samples.append(login_to_usable(ctx, backend, user, pw, mode == "on"))
+                            samples.append(login_to_usable(ctx, backend, user, pw, mode == "on",
+                                                           think_s))
                         except Exception as e:  # a failure is a result
                             errors.append(f"{type(e).__name__}: {e}"[:300])
                         finally:

@@ -7,8 +7,8 @@ door; nginx's login throttle answered by waiting its Retry-After), then held, me
 * ``rss_mb``: the appliance's resident memory while 120 are held: hub, CHP, nginx, credential
   bridge (the issue's sum) and every process of the appliance container (``ps`` in it);
 * ``queries``: scheduler status queries per backend while held, against one per poll interval:
-  the hub's own counter of its shared watchers' queries (``appliance_scheduler_status_queries_total``, read from the hub's metrics
-  through Prometheus) and, for Slurm, slurmctld's count of job-info RPCs (``sdiag``), which sees
+  the hub's own counter of its shared watchers' queries (``appliance_scheduler_status_queries_total``,
+  read from the hub's /hub/metrics at both ends of the window) and, for Slurm, slurmctld's count of job-info RPCs (``sdiag``), which sees
   every query whoever makes it;
 * ``restart``: ``supervisorctl restart jupyterhub`` while held (every route asked once before,
   ``held_check``, as users at work keep their servers' token caches warm), with sweeps over every
@@ -88,14 +88,22 @@ def appliance_rss() -> dict[str, float]:
     return mb
 
 
-def prometheus_counter(prom: str, metric: str) -> dict[str, float]:
+def hub_counter(metric: str) -> dict[str, float]:
+    """``metric`` by backend, read from the hub's own /hub/metrics now (with the Prometheus
+    service's token, through the front door): an exact window, no scrape interval."""
     import requests
 
+    token = site_exec("appliance", "cat", "/etc/appliance/secrets/metrics/prometheus.token",
+                      check=False).stdout.strip()
     with requests.Session() as s:
         s.trust_env = False
-        r = s.get(f"{prom}/api/v1/query", params={"query": metric}, timeout=10)
+        r = s.get(f"{SITE_URL}/hub/metrics", headers={"Authorization": f"token {token}"},
+                  verify=ca_bundle(), timeout=20)
     r.raise_for_status()
-    return {m["metric"].get("backend", ""): float(m["value"][1]) for m in r.json()["data"]["result"]}
+    out = {}
+    for m in re.finditer(rf'^{metric}\{{[^}}]*backend="([^"]+)"[^}}]*\}} ([0-9.e+]+)$', r.text, re.M):
+        out[m.group(1)] = float(m.group(2))
+    return out
 
 
 def slurm_job_info_rpcs() -> Optional[int]:
@@ -124,21 +132,6 @@ def poll_interval() -> float:
                   "/etc/appliance/appliance_config.d/*.py 2>/dev/null", check=False)
     found = re.findall(r"^c\.Scheduler\.poll_interval\s*=\s*([0-9.]+)", r.stdout, re.M)
     return float(found[-1]) if found else 10.0
-
-
-def scrape_interval_wait(prom: str, metric: str, after: float, timeout: float = 60) -> None:
-    """Wait until Prometheus holds a sample of ``metric`` newer than ``after`` (epoch)."""
-    import requests
-
-    end = time.time() + timeout
-    while time.time() < end:
-        with requests.Session() as s:
-            s.trust_env = False
-            r = s.get(f"{prom}/api/v1/query", params={"query": f"timestamp({metric})"}, timeout=10)
-        res = r.json()["data"]["result"] if r.ok else []
-        if res and min(float(m["value"][1]) for m in res) > after:
-            return
-        time.sleep(1)
 
 
 def sweep(clients: list[HubClient]) -> int:
@@ -232,11 +225,9 @@ def run(users: dict[str, dict], plan: list[tuple[str, str]], say: Callable[[str]
         say(f"scale: appliance RSS {json.dumps(res['rss_mb'])}")
         metric = "appliance_scheduler_status_queries_total"
         try:
-            scrape_interval_wait(prom, metric, time.time())
-            q0, s0, w0 = prometheus_counter(prom, metric), slurm_job_info_rpcs(), time.time()
+            q0, s0, w0 = hub_counter(metric), slurm_job_info_rpcs(), time.time()
             time.sleep(POLL_WINDOW_S)  # the measured window itself (not a wait for readiness)
-            scrape_interval_wait(prom, metric, time.time())
-            q1, s1, w1 = prometheus_counter(prom, metric), slurm_job_info_rpcs(), time.time()
+            q1, s1, w1 = hub_counter(metric), slurm_job_info_rpcs(), time.time()
             window, interval = w1 - w0, poll_interval()
             res["queries"] = {
                 "window_s": round(window, 1),
