@@ -59,7 +59,6 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import PROJECT, HubClient, demo_users, podman, site_exec  # noqa: E402
 
 RESULTS = ROOT / "performance" / "results"
-PROM = f"http://127.0.0.1:{os.environ.get('JBA_PROM_PORT', '9090')}"
 DOC = ROOT / "docs" / "performance.md"
 BUDGET_S = 29 * 60  # hard bound for the whole run (issue 16: 30 minutes), cleanup included
 BATCH_USER = "benchbatch"
@@ -1357,7 +1356,7 @@ def main() -> int:
             names = sorted(bench, key=lambda u: int(u[5:]))[:scale_n]
             plan = [(u, "htcondor" if i < n_htc else "slurm") for i, u in enumerate(names)]
             t_s = time.time()
-            data["scale"] = scale.run(users, plan, say, prom=PROM,
+            data["scale"] = scale.run(users, plan, say,
                                       timeout=min(300.0, max(60.0, left() - 400)))
             WINDOWS["scale"] = (t_s, time.time())
     except (OutOfTime, KeyboardInterrupt) as e:

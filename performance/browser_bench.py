@@ -196,6 +196,28 @@ def wait_usable(page, user: str) -> None:
     page.wait_for_selector(".jp-DirListing-content", timeout=120000)
 
 
+def run_samples(browser, user: str, pw: str, runs: int, sample) -> dict:
+    """``sample(ctx)`` ``runs`` times, each in a new browser profile with the user's server
+    stopped before and after; {"samples", "errors", "n", "failures", "usable_p50_s",
+    "usable_max_s"} (a failure is a result, not a crash)."""
+    samples, errors = [], []
+    for _ in range(runs):
+        stop(user, pw)
+        ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+        try:
+            samples.append(sample(ctx))
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{type(e).__name__}: {e}"[:300])
+        finally:
+            ctx.close()
+            stop(user, pw)
+    block = {"samples": samples, "errors": errors, "n": runs, "failures": len(errors)}
+    usable = [s["usable_s"] for s in samples]
+    if usable:
+        block.update(usable_p50_s=round(statistics.median(usable), 2), usable_max_s=max(usable))
+    return block
+
+
 def measure(backends: list[str], runs: int, say=print) -> dict:
     """Every backend x scenario ``runs`` times; {"<backend>/<scenario>": {"samples": [...],
     "usable_p50_s", "usable_max_s", ...}} (also used by performance/bench.py)."""
@@ -210,28 +232,16 @@ def measure(backends: list[str], runs: int, say=print) -> dict:
                 user = USERS[backend]
                 pw = users[user]["password"]
                 for scenario in ("cold", "warm", "slow"):
-                    samples, errors = [], []
-                    for _ in range(runs):
-                        stop(user, pw)
-                        ctx = browser.new_context(viewport={"width": 1280, "height": 800})
-                        try:
-                            if scenario == "warm":  # one load first fills the profile's cache
-                                one_run(ctx, backend, user, pw, None)
-                                stop(user, pw)
-                            samples.append(one_run(ctx, backend, user, pw,
-                                                   SLOW if scenario == "slow" else None))
-                        except Exception as e:  # a failure is a result
-                            errors.append(f"{type(e).__name__}: {e}"[:300])
-                        finally:
-                            ctx.close()
+                    def sample(ctx, scenario=scenario):
+                        if scenario == "warm":  # one load first fills the profile's cache
+                            one_run(ctx, backend, user, pw, None)
                             stop(user, pw)
-                    usable = [s["usable_s"] for s in samples]
-                    block = {"samples": samples, "errors": errors, "n": runs,
-                             "failures": len(errors)}
+                        return one_run(ctx, backend, user, pw, SLOW if scenario == "slow" else None)
+                    block = run_samples(browser, user, pw, runs, sample)
+                    samples, usable = block["samples"], [s["usable_s"] for s in block["samples"]]
+                    errors = block["errors"]
                     if usable:
                         block.update(
-                            usable_p50_s=round(statistics.median(usable), 2),
-                            usable_max_s=max(usable),
                             redirect_p50_s=round(statistics.median(s["redirect_s"] for s in samples), 2),
                             after_redirect_p50_s=round(statistics.median(
                                 s["after_redirect_s"] for s in samples), 2),
@@ -295,24 +305,9 @@ def measure_login_start(backends: list[str], runs: int, set_start_on_login, say=
                 for backend in backends:
                     user = USERS[backend]
                     pw = users[user]["password"]
-                    samples, errors = [], []
-                    for _ in range(runs):
-                        stop(user, pw)
-                        ctx = browser.new_context(viewport={"width": 1280, "height": 800})
-                        try:
-                            samples.append(login_to_usable(ctx, backend, user, pw, mode == "on",
-                                                           think_s))
-                        except Exception as e:  # a failure is a result
-                            errors.append(f"{type(e).__name__}: {e}"[:300])
-                        finally:
-                            ctx.close()
-                            stop(user, pw)
-                    usable = [s["usable_s"] for s in samples]
-                    block = {"samples": samples, "errors": errors, "n": runs,
-                             "failures": len(errors)}
-                    if usable:
-                        block.update(usable_p50_s=round(statistics.median(usable), 2),
-                                     usable_max_s=max(usable))
+                    block = run_samples(browser, user, pw, runs, lambda ctx: login_to_usable(
+                        ctx, backend, user, pw, mode == "on", think_s))
+                    usable, errors = [s["usable_s"] for s in block["samples"]], block["errors"]
                     out[f"{backend}/{mode}"] = block
                     say(f"login->usable {backend:9s} start_on_login {mode:3s}: "
                         + (f"p50 {block['usable_p50_s']:5.2f} s (max {block['usable_max_s']:5.2f})"

@@ -199,7 +199,7 @@ def hub_health_back(since: float, timeout: float = 120) -> Optional[float]:
 
 
 def run(users: dict[str, dict], plan: list[tuple[str, str]], say: Callable[[str], None],
-        prom: str, timeout: float = 300) -> dict:
+        timeout: float = 300) -> dict:
     """``plan``: (user, backend) pairs. Returns the scenario's figures; stops every server."""
     res: dict[str, Any] = {"n": len(plan), "wave": WAVE,
                            "backends": {b: sum(1 for _, x in plan if x == b) for _, b in plan}}
